@@ -1,0 +1,146 @@
+"""`labflow`: one command for every service and operator task. Entry points only wire things up."""
+
+from __future__ import annotations
+
+import json
+import signal
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from services.core.config import load_settings
+
+app = typer.Typer(
+    help="LabFlow: laboratory results pipeline (HL7 v2 → Kafka → PostgreSQL).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+stack_app = typer.Typer(help="Local Kafka (KRaft) + PostgreSQL for a laptop, CI and tests.", no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics of SPEC §2.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(db_app, name="db")
+app.add_typer(topics_app, name="topics")
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start Kafka and PostgreSQL (idempotent), wait until both answer, print the settings."""
+    from services.stack import local
+
+    info = local.up(load_settings())
+    typer.echo(f"started: {', '.join(info.started) or 'nothing (already running or external)'}")
+    typer.echo(f"LABFLOW_KAFKA_BOOTSTRAP={info.kafka_bootstrap}")
+    typer.echo(f"LABFLOW_DATABASE_URL={_redact(info.database_url)}")
+    typer.echo(f"settings and local secrets: {info.env_file}")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop what `stack up` started (by pid)."""
+    from services.stack import local
+
+    stopped = local.down(load_settings())
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    from services.stack import local
+
+    for name, pid in local.status(load_settings()).items():
+        typer.echo(f"{name}: {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the migrations up to REVISION."""
+    from services.core.db.migrate import upgrade
+
+    upgrade(load_settings().require_database(), revision)
+    typer.echo(f"database at {revision}")
+
+
+@topics_app.command("create")
+def topics_create(
+    partitions: Annotated[int | None, typer.Option(help="default LABFLOW_TOPIC_PARTITIONS (12)")] = None,
+    replication: Annotated[int | None, typer.Option(help="default LABFLOW_TOPIC_REPLICATION (1)")] = None,
+) -> None:
+    from services.core.kafka import create_topics
+
+    overrides: dict[str, object] = {}
+    if partitions is not None:
+        overrides["topic_partitions"] = partitions
+    if replication is not None:
+        overrides["topic_replication"] = replication
+    for name, outcome in create_topics(load_settings(**overrides)).items():
+        typer.echo(f"{name}: {outcome}")
+
+
+@app.command()
+def gateway() -> None:
+    """MLLP listener (default 127.0.0.1:2575)."""
+    from services.gateway.app import run_gateway
+
+    run_gateway(load_settings())
+
+
+@app.command()
+def worker() -> None:
+    """Results worker: lab.results.v1 → PostgreSQL."""
+    from services.worker.app import run_worker
+
+    run_worker(load_settings())
+
+
+@app.command()
+def run() -> None:
+    """Every service together, for a laptop (Ctrl-C stops them all)."""
+    from services.supervisor import Supervisor
+
+    supervisor = Supervisor()
+    supervisor.start()
+    raise typer.Exit(supervisor.wait())
+
+
+@app.command()
+def demo(
+    once: Annotated[bool, typer.Option("--once", help="replay, print the summary and exit")] = False,
+    labs: Annotated[int, typer.Option(help="simulated labs, one MLLP connection each")] = 30,
+    messages: Annotated[int, typer.Option(help="ORU^R01 messages to send")] = 2000,
+    seed: int = 2022,
+) -> None:
+    """Replay realistic lab traffic over MLLP against the running services and report what happened."""
+    from services.simulator.demo import run_demo
+
+    settings = load_settings()
+    summary = run_demo(settings, labs=labs, messages=messages, seed=seed)
+    typer.echo(json.dumps(summary.as_dict(), indent=2))
+    if not summary.ok:
+        raise typer.Exit(1)
+    if once:
+        return
+    typer.echo("services keep running; Ctrl-C to stop")
+
+    def interrupted(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+
+
+def _redact(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,51 @@
+"""The contract of `lab.results.rejected.v1`: what could not be accepted, with its raw bytes and reasons."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from services.core.domain.model import Transport
+
+
+class RejectionReason(BaseModel):
+    """One reason, shaped like an HL7 ERR segment (location, table 0357 code, severity, text)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    segment: str | None = None
+    sequence: int | None = None
+    field: int | None = None
+    component: int | None = None
+    code: str = Field(description="HL7 table 0357 error code")
+    severity: Literal["E", "W", "F", "I"] = "E"
+    text: str = Field(description="Precise human text; never carries identity")
+
+
+class Rejection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    rejection_id: str
+    stage: Literal["gateway", "worker"]
+    ack_code: Literal["AE", "AR"] | None = Field(default=None, description="What the lab was answered")
+    lab: str | None = None
+    transport: Transport | None = None
+    message_control_id: str | None = None
+    received_at: AwareDatetime
+    reasons: list[RejectionReason]
+    payload_base64: str = Field(description="The payload exactly as received")
+    source_topic: str | None = Field(default=None, description="For worker dead letters: where it was read")
+    source_partition: int | None = None
+    source_offset: int | None = None
+
+    @property
+    def payload(self) -> bytes:
+        return base64.b64decode(self.payload_base64)
+
+    @staticmethod
+    def id_for(payload: bytes, received_at_iso: str) -> str:
+        return hashlib.sha256(received_at_iso.encode() + b"\x00" + payload).hexdigest()[:32]

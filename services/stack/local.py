@@ -1,0 +1,110 @@
+"""`labflow stack up|down|status`: Kafka and PostgreSQL for a laptop, CI and the tests."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+from nacl.public import PrivateKey
+
+from services.core.config import ENV_FILE_NAME, Settings
+from services.core.kafka import broker_answers
+from services.stack.kafka import LocalKafka
+from services.stack.postgres import LocalPostgres
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    kafka_bootstrap: str
+    database_url: str
+    started: tuple[str, ...]
+    env_file: str
+
+
+def _write_env(settings: Settings, values: dict[str, str]) -> str:
+    """Merge into `<state>/labflow.env`: connection settings, and local secrets generated once."""
+    path = settings.state_dir / ENV_FILE_NAME
+    current: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                key, value = line.split("=", 1)
+                current[key] = value
+    if "LABFLOW_PSEUDONYM_KEY" not in current:
+        current["LABFLOW_PSEUDONYM_KEY"] = secrets.token_hex(32)
+    if "LABFLOW_TRACING_PRIVATE_KEY" not in current:
+        key = PrivateKey.generate()
+        current["LABFLOW_TRACING_PRIVATE_KEY"] = bytes(key).hex()
+        current["LABFLOW_TRACING_PUBLIC_KEY"] = bytes(key.public_key).hex()
+    current.update(values)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "# written by `labflow stack up`; environment variables override these\n"
+    body += "".join(f"{k}={v}\n" for k, v in sorted(current.items()))
+    path.write_text(body)
+    path.chmod(0o600)
+    return str(path)
+
+
+def up(settings: Settings, wait_s: float = 120.0) -> StackInfo:
+    # Only servers named in the real environment are external; labflow.env is our own record.
+    kafka_bootstrap = os.environ.get("LABFLOW_KAFKA_BOOTSTRAP") or None
+    database_url = os.environ.get("LABFLOW_DATABASE_URL") or None
+    if kafka_bootstrap and database_url:
+        env = _write_env(settings, {})
+        return StackInfo(kafka_bootstrap, database_url, (), env)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    started: list[str] = []
+    external_kafka = kafka_bootstrap is not None
+    kafka = LocalKafka(settings)
+    if kafka_bootstrap is None:
+        if not kafka.process.running():
+            kafka.start()
+            started.append("kafka")
+        kafka_bootstrap = kafka.bootstrap
+    if database_url is None:
+        postgres = LocalPostgres(settings)
+        if not postgres.process.running():
+            postgres.start()
+            started.append("postgres")
+        database_url = postgres.url
+    deadline = time.monotonic() + wait_s
+    while not broker_answers(kafka_bootstrap):
+        if time.monotonic() > deadline or (not external_kafka and not kafka.process.running()):
+            raise RuntimeError(f"Kafka did not answer on {kafka_bootstrap}; see {kafka.process.log_file}")
+        time.sleep(0.5)
+    _wait_database(database_url, deadline)
+    env = _write_env(
+        settings, {"LABFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap, "LABFLOW_DATABASE_URL": database_url}
+    )
+    return StackInfo(kafka_bootstrap, database_url, tuple(started), env)
+
+
+def _wait_database(url: str, deadline: float) -> None:
+    import psycopg
+
+    from services.core.db.engine import libpq_url
+
+    while True:
+        try:
+            with psycopg.connect(libpq_url(url), connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def down(settings: Settings) -> list[str]:
+    stopped = []
+    if LocalKafka(settings).stop():
+        stopped.append("kafka")
+    if LocalPostgres(settings).stop():
+        stopped.append("postgres")
+    return stopped
+
+
+def status(settings: Settings) -> dict[str, int | None]:
+    return {"kafka": LocalKafka(settings).process.pid(), "postgres": LocalPostgres(settings).process.pid()}

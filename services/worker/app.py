@@ -1,0 +1,44 @@
+"""Worker bootstrap: wires the consumer, the PostgreSQL store and the pipeline."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+from services.core.config import Settings
+from services.core.db.engine import libpq_url
+from services.core.kafka import consumer_config, producer_config
+from services.core.logs import configure_logging
+from services.core.ops_http import OpsServer
+from services.worker.pipeline import ResultsWorker
+from services.worker.store import ResultStore
+
+
+def build_worker(settings: Settings) -> ResultsWorker:
+    topics = settings.topics
+    store = ResultStore(libpq_url(settings.require_database()), settings.worker_group, topics.results)
+    return ResultsWorker(
+        consumer_config(settings, settings.worker_group),
+        producer_config(settings),
+        store,
+        topic=topics.results,
+        rejected_topic=topics.rejected,
+        batch_size=settings.worker_batch_size,
+        batch_timeout_s=settings.worker_batch_timeout_s,
+    )
+
+
+def run_worker(settings: Settings) -> None:
+    configure_logging("worker", settings.log_level)
+    worker = build_worker(settings)
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        worker.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    ops = OpsServer("127.0.0.1", settings.worker_ops_port, ready=worker.ready.is_set).start()
+    try:
+        worker.run()
+    finally:
+        ops.stop()
