@@ -1,0 +1,74 @@
+"""Fixtures: Kafka and PostgreSQL are real. They come from LABFLOW_KAFKA_BOOTSTRAP and
+LABFLOW_DATABASE_URL when both are set; from testcontainers when LABFLOW_TEST_CONTAINERS=1 and a
+Docker engine answers; otherwise the local stack is started (`labflow stack up`). A missing
+service fails the run with the reason — it never skips a test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.core.config import Settings, load_settings
+from tests.support import isolated_settings
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    kafka_bootstrap: str
+    database_url: str
+
+
+def _from_testcontainers() -> Iterator[Infrastructure]:
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means there is no usable engine
+        pytest.fail(f"LABFLOW_TEST_CONTAINERS=1 but no Docker engine answers: {exc}", pytrace=False)
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with KafkaContainer().with_kraft() as kafka, PostgresContainer("postgres:16") as pg:
+        url = pg.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
+        yield Infrastructure(kafka.get_bootstrap_server(), url)
+
+
+@pytest.fixture(scope="session")
+def infrastructure() -> Iterator[Infrastructure]:
+    kafka, database = os.environ.get("LABFLOW_KAFKA_BOOTSTRAP"), os.environ.get("LABFLOW_DATABASE_URL")
+    if kafka and database:
+        yield Infrastructure(kafka, database)
+    elif os.environ.get("LABFLOW_TEST_CONTAINERS") == "1":
+        yield from _from_testcontainers()
+    else:
+        from services.stack import local
+
+        try:
+            info = local.up(load_settings())
+        except Exception as exc:  # noqa: BLE001 - reported as a failure with its cause
+            pytest.fail(f"could not start the local Kafka + PostgreSQL stack: {exc}", pytrace=False)
+        yield Infrastructure(info.kafka_bootstrap, info.database_url)
+
+
+@pytest.fixture(scope="session")
+def shared_settings(infrastructure: Infrastructure) -> Iterator[Settings]:
+    """One isolated database and topic set for the session; tests keep to their own labs/ids."""
+    with isolated_settings(infrastructure.kafka_bootstrap, infrastructure.database_url) as settings:
+        yield settings
+
+
+@pytest.fixture
+def fresh_settings(infrastructure: Infrastructure) -> Iterator[Settings]:
+    """A database and topics of its own, for tests that assert on whole-table state."""
+    with isolated_settings(infrastructure.kafka_bootstrap, infrastructure.database_url) as settings:
+        yield settings
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path

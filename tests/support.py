@@ -1,0 +1,184 @@
+"""Test support: isolated databases and topics on the real servers, services as real processes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+from nacl.public import PrivateKey
+
+from services.core.config import REPO_ROOT, Settings
+from services.core.db.engine import libpq_url
+from services.core.db.migrate import upgrade
+from services.core.domain.model import (
+    LabResult,
+    Outcome,
+    PseudonymBasis,
+    ResultStatus,
+    Sex,
+    TestKind,
+    Transport,
+    make_result_id,
+)
+from services.core.kafka import create_topics
+
+T = TypeVar("T")
+
+
+def with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@contextmanager
+def isolated_settings(kafka_bootstrap: str, database_url: str, partitions: int = 3) -> Iterator[Settings]:
+    """A fresh database (migrated) and fresh topics on the real servers, dropped afterwards."""
+    tag = uuid.uuid4().hex[:10]
+    db_name = f"labflow_test_{tag}"
+    admin = libpq_url(with_database(database_url, "postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db_name}"')
+    url = with_database(database_url, db_name)
+    key = PrivateKey.generate()
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        database_url=url,
+        topic_prefix=f"test-{tag}.",
+        topic_partitions=partitions,
+        pseudonym_key=secrets.token_hex(32),  # type: ignore[arg-type]
+        tracing_public_key=bytes(key.public_key).hex(),
+        tracing_private_key=bytes(key).hex(),  # type: ignore[arg-type]
+        worker_group=f"test-worker-{tag}",
+        worker_batch_timeout_s=0.2,
+    )
+    upgrade(url)
+    create_topics(settings)
+    try:
+        yield settings
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a service process needs to run against `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABFLOW_")}
+    values: dict[str, Any] = settings.model_dump()
+    for key, value in values.items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"LABFLOW_{key.upper()}"] = str(value)
+    env.update(extra)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T], timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "") -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or check}")
+        time.sleep(interval_s)
+
+
+class ServiceProcess:
+    """`labflow <service>` as a real process, its output kept in a log file for the failure report."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", name], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def make_result(**overrides: Any) -> LabResult:
+    """A valid canonical result; override what the test is about."""
+    lab = overrides.pop("sending_facility", "LAB-TEST")
+    specimen = overrides.pop("specimen_id", uuid.uuid4().hex[:12])
+    loinc = overrides.pop("loinc", "94500-6")
+    collected = overrides.pop("collected_at", datetime(2022, 1, 10, 9, 30, tzinfo=UTC))
+    fields: dict[str, Any] = {
+        "result_id": make_result_id(lab, specimen, loinc),
+        "sending_application": "LIS",
+        "sending_facility": lab,
+        "message_control_id": uuid.uuid4().hex[:10],
+        "transport": Transport.MLLP,
+        "received_at": datetime.now(UTC),
+        "patient_pseudonym": secrets.token_hex(32),
+        "pseudonym_basis": PseudonymBasis.INS,
+        "sex": Sex.FEMALE,
+        "birth_year": 1980,
+        "age_class": "49",
+        "postal_code": "75011",
+        "department": "75",
+        "region": "11",
+        "specimen_id": specimen,
+        "specimen_type": "258500001",
+        "collected_at": collected,
+        "loinc": loinc,
+        "test_kind": TestKind.RT_PCR,
+        "outcome": Outcome.POSITIVE,
+        "status": ResultStatus.FINAL,
+        "result_at": collected + timedelta(hours=20),
+    }
+    fields.update(overrides)
+    return LabResult(**fields)
