@@ -79,6 +79,15 @@ def topics_create(
 
 
 @app.command()
+def schemas() -> None:
+    """Regenerate schemas/ (a JSON Schema per topic) from the pydantic models."""
+    from services.core.domain.contracts import write_schemas
+
+    for path in write_schemas():
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
 def gateway() -> None:
     """MLLP listener (default 127.0.0.1:2575)."""
     from services.gateway.app import run_gateway
