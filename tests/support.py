@@ -182,3 +182,34 @@ def make_result(**overrides: Any) -> LabResult:
     }
     fields.update(overrides)
     return LabResult(**fields)
+
+
+def full_recomputation(database_url: str) -> dict[tuple[object, ...], tuple[int, int]]:
+    """P/T per aggregate key recomputed from every stored result, to compare with `aggregates`."""
+    from collections import defaultdict
+
+    from services.worker.dedup import evaluate_person
+    from services.worker.store import SELECT_PERSON_RESULTS, _version
+
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        people = [r[0] for r in conn.execute("SELECT DISTINCT patient_pseudonym FROM results").fetchall()]
+        rows = conn.execute(SELECT_PERSON_RESULTS, (people,)).fetchall()
+    by_person: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        v = _version(row)
+        by_person[v.patient_pseudonym].append(v)
+    totals: dict[tuple[object, ...], list[int]] = defaultdict(lambda: [0, 0])
+    for versions in by_person.values():
+        for k, c in evaluate_person(versions).contributions.items():
+            key = (k.day, k.department or "", k.age_class or "", k.sex.value, k.test_kind.value)
+            totals[key][0] += c.p
+            totals[key][1] += c.t
+    return {k: (p, t) for k, (p, t) in totals.items() if p or t}
+
+
+def stored_aggregates(database_url: str) -> dict[tuple[object, ...], tuple[int, int]]:
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        rows = conn.execute(
+            "SELECT day, department, age_class, sex, test_kind, p, t FROM aggregates WHERE p <> 0 OR t <> 0"
+        ).fetchall()
+    return {tuple(r[:5]): (int(r[5]), int(r[6])) for r in rows}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from types import FrameType
 
 from services.core.config import Settings
@@ -11,12 +12,15 @@ from services.core.kafka import consumer_config, producer_config
 from services.core.logs import configure_logging
 from services.core.ops_http import OpsServer
 from services.worker.pipeline import ResultsWorker
+from services.worker.relay import OutboxRelay
 from services.worker.store import ResultStore
 
 
 def build_worker(settings: Settings) -> ResultsWorker:
     topics = settings.topics
-    store = ResultStore(libpq_url(settings.require_database()), settings.worker_group, topics.results)
+    store = ResultStore(
+        libpq_url(settings.require_database()), settings.worker_group, topics.results, topics.cases
+    )
     return ResultsWorker(
         consumer_config(settings, settings.worker_group),
         producer_config(settings),
@@ -28,6 +32,10 @@ def build_worker(settings: Settings) -> ResultsWorker:
     )
 
 
+def build_relay(settings: Settings) -> OutboxRelay:
+    return OutboxRelay(libpq_url(settings.require_database()), producer_config(settings))
+
+
 def run_worker(settings: Settings) -> None:
     configure_logging("worker", settings.log_level)
     worker = build_worker(settings)
@@ -37,8 +45,13 @@ def run_worker(settings: Settings) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    relay = build_relay(settings)
+    relay_thread = threading.Thread(target=relay.run, name="outbox-relay", daemon=True)
+    relay_thread.start()
     ops = OpsServer("127.0.0.1", settings.worker_ops_port, ready=worker.ready.is_set).start()
     try:
         worker.run()
     finally:
+        relay.stop()
+        relay_thread.join(10)
         ops.stop()

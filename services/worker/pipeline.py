@@ -156,8 +156,10 @@ class ResultsWorker:
             raise RuntimeError("dead letters were not confirmed by Kafka; not committing the batch")
 
     def write(self, batch: Batch) -> None:
-        changed = self.store.write_batch(batch.results, list(batch.progress.values()))
-        metrics.ROWS_WRITTEN.labels("results").inc(changed)
+        written = self.store.write_batch(batch.results, list(batch.progress.values()))
+        metrics.ROWS_WRITTEN.labels("results").inc(written.results_changed)
+        metrics.ROWS_WRITTEN.labels("aggregates").inc(written.aggregate_rows)
+        metrics.ROWS_WRITTEN.labels("outbox").inc(written.case_events)
         now = datetime.now(UTC)
         for r in batch.results:
             metrics.END_TO_END.observe((now - r.received_at).total_seconds())

@@ -1,30 +1,49 @@
-"""PostgreSQL adapter of the worker: one transaction per batch, offsets included (SPEC §2).
+"""PostgreSQL adapter of the worker: one transaction per batch, offsets included (SPEC §2, §5).
 
-Hot path in plain psycopg: COPY into a temporary table, then one INSERT … SELECT … ON CONFLICT.
+Hot path in plain psycopg: COPY into a temporary table, then one INSERT … SELECT … ON CONFLICT that
+keeps the version that counts. Then every person the batch touched is re-evaluated from all their
+stored results: the difference between their new and previous P/T contributions is applied to the
+aggregates (so the aggregates always equal a full recomputation), their cases are reconciled and the
+case events go to the outbox — all in the same transaction as the consumer offsets.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
+import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 import psycopg
 
-from services.core.domain.model import LabResult, ResultStatus
+from services.core.domain.case_event import CaseEventMessage
+from services.core.domain.model import LabResult, Outcome, ResultStatus, Sex, TestKind
+from services.worker.dedup import (
+    AggregateKey,
+    CaseEvent,
+    CaseStatus,
+    Counts,
+    StoredCase,
+    diff_contributions,
+    evaluate_person,
+    reconcile_cases,
+)
+from services.worker.versions import ResultVersion, version_key
 
 RESULT_COLUMNS = (
-    "result_id", "precedence", "version_key", "status", "outcome", "test_kind", "loinc",
-    "patient_pseudonym", "pseudonym_basis", "sex", "birth_year", "age_class", "postal_code",
-    "department", "region", "sending_application", "sending_facility", "lab_finess", "performing_lab",
-    "message_control_id", "transport", "specimen_id", "specimen_type", "collected_at", "collection_day",
-    "observed_at", "result_at", "received_at",
+    "result_id", "patient_pseudonym", "precedence", "version_key", "status", "outcome", "test_kind", "loinc",
+    "pseudonym_basis", "sex", "birth_year", "age_class", "postal_code", "department", "region",
+    "sending_application", "sending_facility", "lab_finess", "performing_lab", "message_control_id",
+    "transport", "specimen_id", "specimen_type", "collected_at", "collection_day", "observed_at",
+    "result_at", "received_at",
 )
 _COLS = ", ".join(RESULT_COLUMNS)
-_UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in RESULT_COLUMNS if c != "result_id")
+_UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in RESULT_COLUMNS[2:])
 
-# Which version of a result counts (SPEC §5): a cancellation beats everything, then the latest
-# correction by result time, then the final result; a preliminary never counts.
+# The same order as versions.precedence: status rank, result time, version key; for identical
+# content the earliest reception is kept.
 PRECEDENCE = {
     ResultStatus.PRELIMINARY: 0,
     ResultStatus.FINAL: 1,
@@ -36,12 +55,21 @@ PRECEDENCE = {
 
 UPSERT_RESULTS = f"""
 INSERT INTO results ({_COLS})
-SELECT DISTINCT ON (result_id) {_COLS} FROM incoming_results
-ORDER BY result_id, precedence DESC, result_at DESC NULLS LAST, version_key DESC
-ON CONFLICT (result_id) DO UPDATE SET {_UPDATES}, stored_at = now()
-WHERE (EXCLUDED.precedence, COALESCE(EXCLUDED.result_at, '-infinity'), EXCLUDED.version_key)
-    > (results.precedence, COALESCE(results.result_at, '-infinity'), results.version_key)
-RETURNING result_id
+SELECT DISTINCT ON (result_id, patient_pseudonym) {_COLS} FROM incoming_results
+ORDER BY result_id, patient_pseudonym, precedence DESC, result_at DESC NULLS LAST, version_key DESC,
+         received_at ASC
+ON CONFLICT (result_id, patient_pseudonym) DO UPDATE SET {_UPDATES}, stored_at = now()
+WHERE (EXCLUDED.precedence, COALESCE(EXCLUDED.result_at, '-infinity'), EXCLUDED.version_key,
+       results.received_at)
+    > (results.precedence, COALESCE(results.result_at, '-infinity'), results.version_key,
+       EXCLUDED.received_at)
+RETURNING patient_pseudonym, (xmax = 0) AS inserted, sending_facility, outcome, collected_at, received_at
+"""
+
+SELECT_PERSON_RESULTS = """
+SELECT result_id, patient_pseudonym, version_key, status, result_at, received_at, outcome, test_kind,
+       collected_at, collection_day, department, region, age_class, sex, sending_facility
+FROM results WHERE patient_pseudonym = ANY(%s)
 """
 
 
@@ -56,30 +84,57 @@ class PartitionProgress:
     next_offset: int  # after this batch
 
 
-def version_key(r: LabResult) -> str:
-    material = "|".join((
-        r.status.value, r.result_at.isoformat() if r.result_at else "", r.outcome.value,
-        r.collected_at.isoformat(), r.test_kind.value, r.loinc, r.patient_pseudonym,
-    ))
-    return hashlib.sha256(material.encode()).hexdigest()[:32]
+@dataclass(frozen=True, slots=True)
+class BatchWritten:
+    results_changed: int
+    persons: int
+    aggregate_rows: int
+    case_events: int
 
 
 def _row(r: LabResult) -> tuple[object, ...]:
     return (
-        r.result_id, PRECEDENCE[r.status], version_key(r), r.status.value, r.outcome.value,
-        r.test_kind.value, r.loinc, r.patient_pseudonym, r.pseudonym_basis.value, r.sex.value,
-        r.birth_year, r.age_class, r.postal_code, r.department, r.region, r.sending_application,
-        r.sending_facility, r.lab_finess, r.performing_lab, r.message_control_id, r.transport.value,
-        r.specimen_id, r.specimen_type, r.collected_at, r.collection_day, r.observed_at, r.result_at,
-        r.received_at,
+        r.result_id, r.patient_pseudonym, PRECEDENCE[r.status], version_key(r), r.status.value,
+        r.outcome.value, r.test_kind.value, r.loinc, r.pseudonym_basis.value, r.sex.value, r.birth_year,
+        r.age_class, r.postal_code, r.department, r.region, r.sending_application, r.sending_facility,
+        r.lab_finess, r.performing_lab, r.message_control_id, r.transport.value, r.specimen_id,
+        r.specimen_type, r.collected_at, r.collection_day, r.observed_at, r.result_at, r.received_at,
     )
 
 
+def _version(row: tuple[object, ...]) -> ResultVersion:
+    (result_id, pseudonym, vkey, status, result_at, received_at, outcome, kind, collected_at, day,
+     department, region, age_class, sex, lab) = row
+    return ResultVersion(
+        result_id=str(result_id), patient_pseudonym=str(pseudonym), version_key=str(vkey),
+        status=ResultStatus(status), result_at=result_at,  # type: ignore[arg-type]
+        received_at=received_at, outcome=Outcome(outcome), test_kind=TestKind(kind),  # type: ignore[arg-type]
+        collected_at=collected_at, collection_day=day,  # type: ignore[arg-type]
+        department=department, region=region, age_class=age_class,  # type: ignore[arg-type]
+        sex=Sex(sex), lab=str(lab),
+    )
+
+
+def _encode_contributions(contributions: dict[AggregateKey, Counts]) -> str:
+    return json.dumps([
+        [k.day.isoformat(), k.department, k.age_class, k.sex.value, k.test_kind.value, c.p, c.t]
+        for k, c in sorted(contributions.items(), key=lambda kv: kv[0].day)
+    ])
+
+
+def _decode_contributions(raw: list[list[object]]) -> dict[AggregateKey, Counts]:
+    return {
+        AggregateKey(date.fromisoformat(str(d)), dep, age, Sex(sex), TestKind(kind)): Counts(int(p), int(t))  # type: ignore[arg-type, call-overload]
+        for d, dep, age, sex, kind, p, t in raw
+    }
+
+
 class ResultStore:
-    def __init__(self, dsn: str, group_id: str, topic: str) -> None:
+    def __init__(self, dsn: str, group_id: str, topic: str, cases_topic: str) -> None:
         self.conn = psycopg.connect(dsn, autocommit=False)
         self.group_id = group_id
         self.topic = topic
+        self.cases_topic = cases_topic
         with self.conn.transaction():
             self.conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS incoming_results "
@@ -98,31 +153,195 @@ class ResultStore:
             ).fetchall()
         return {int(p): int(o) for p, o in rows}
 
-    def write_batch(self, results: Sequence[LabResult], progress: Sequence[PartitionProgress]) -> int:
-        """Write results and move the offsets, atomically. Returns the number of rows that changed."""
-        with self.conn.transaction():
-            self._advance_offsets(progress)
+    def write_batch(self, results: Sequence[LabResult], progress: Sequence[PartitionProgress]) -> BatchWritten:
+        """Write results, their consequences and the offsets, atomically."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            self._advance_offsets(cur, progress)
             if not results:
-                return 0
-            with self.conn.cursor() as cur:
-                with cur.copy(f"COPY incoming_results ({_COLS}) FROM STDIN") as copy:
-                    for r in results:
-                        copy.write_row(_row(r))
-                cur.execute(UPSERT_RESULTS)
-                return cur.rowcount
+                return BatchWritten(0, 0, 0, 0)
+            with cur.copy(f"COPY incoming_results ({_COLS}) FROM STDIN") as copy:
+                for r in results:
+                    copy.write_row(_row(r))
+            changed = cur.execute(UPSERT_RESULTS).fetchall()
+            self._store_identities(cur, results)
+            self._count_lab_receptions(cur, [c for c in changed if c[1]])
+            touched = sorted({str(c[0]) for c in changed})
+            aggregate_rows, events = self._reevaluate(cur, touched, results) if touched else (0, 0)
+            return BatchWritten(len(changed), len(touched), aggregate_rows, events)
 
-    def _advance_offsets(self, progress: Sequence[PartitionProgress]) -> None:
-        with self.conn.cursor() as cur:
-            for p in progress:
-                cur.execute(
-                    "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) "
-                    "VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT (group_id, topic, partition) DO UPDATE "
-                    "SET next_offset = EXCLUDED.next_offset, updated_at = now() "
-                    "WHERE consumer_offsets.next_offset = %s "
-                    "RETURNING partition",
-                    (self.group_id, self.topic, p.partition, p.next_offset, p.start_offset),
-                )
-                if cur.fetchone() is None:
-                    raise Fenced(f"partition {p.partition} moved past offset {p.start_offset}")
+    def _advance_offsets(self, cur: psycopg.Cursor[tuple[object, ...]], progress: Sequence[PartitionProgress]) -> None:
+        for p in progress:
+            cur.execute(
+                "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) "
+                "VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (group_id, topic, partition) DO UPDATE "
+                "SET next_offset = EXCLUDED.next_offset, updated_at = now() "
+                "WHERE consumer_offsets.next_offset = %s "
+                "RETURNING partition",
+                (self.group_id, self.topic, p.partition, p.next_offset, p.start_offset),
+            )
+            if cur.fetchone() is None:
+                raise Fenced(f"partition {p.partition} moved past offset {p.start_offset}")
 
+    def _store_identities(self, cur: psycopg.Cursor[tuple[object, ...]], results: Sequence[LabResult]) -> None:
+        latest: dict[str, LabResult] = {}
+        for r in results:
+            if r.sealed_identity and (
+                r.patient_pseudonym not in latest or r.received_at > latest[r.patient_pseudonym].received_at
+            ):
+                latest[r.patient_pseudonym] = r
+        if latest:
+            cur.executemany(
+                "INSERT INTO person_identities (patient_pseudonym, sealed_identity, received_at) "
+                "VALUES (%s, %s, %s) ON CONFLICT (patient_pseudonym) DO UPDATE "
+                "SET sealed_identity = EXCLUDED.sealed_identity, received_at = EXCLUDED.received_at "
+                "WHERE EXCLUDED.received_at > person_identities.received_at",
+                [(p, r.sealed_identity, r.received_at) for p, r in sorted(latest.items())],
+            )
+
+    def _count_lab_receptions(self, cur: psycopg.Cursor[tuple[object, ...]], inserted: Sequence[tuple[object, ...]]) -> None:
+        """Per lab and reception day: new results, positives, delay histogram (whole hours)."""
+        daily: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
+        delays: dict[tuple[str, date, int], int] = defaultdict(int)
+        for _pseudonym, _inserted, lab, outcome, collected_at, received_at in inserted:
+            assert isinstance(received_at, datetime) and isinstance(collected_at, datetime)
+            key = (str(lab), received_at.astimezone(UTC).date())
+            daily[key][0] += 1
+            daily[key][1] += outcome == Outcome.POSITIVE.value
+            hours = max(int((received_at - collected_at).total_seconds() // 3600), 0)
+            delays[(*key, hours)] += 1
+        cur.executemany(
+            "INSERT INTO lab_daily (lab, day, results, positives) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (lab, day) DO UPDATE SET results = lab_daily.results + EXCLUDED.results, "
+            "positives = lab_daily.positives + EXCLUDED.positives",
+            [(lab, day, n, pos) for (lab, day), (n, pos) in sorted(daily.items())],
+        )
+        cur.executemany(
+            "INSERT INTO lab_delays (lab, day, delay_hours, n) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (lab, day, delay_hours) DO UPDATE SET n = lab_delays.n + EXCLUDED.n",
+            [(*k, n) for k, n in sorted(delays.items())],
+        )
+
+    def _reevaluate(
+        self, cur: psycopg.Cursor[tuple[object, ...]], pseudonyms: list[str], results: Sequence[LabResult]
+    ) -> tuple[int, int]:
+        by_person: dict[str, list[ResultVersion]] = defaultdict(list)
+        for row in cur.execute(SELECT_PERSON_RESULTS, (pseudonyms,)).fetchall():
+            v = _version(row)
+            by_person[v.patient_pseudonym].append(v)
+        previous = {
+            str(p): _decode_contributions(c)  # type: ignore[arg-type]
+            for p, c in cur.execute(
+                "SELECT patient_pseudonym, contributions FROM persons WHERE patient_pseudonym = ANY(%s) "
+                "FOR UPDATE", (pseudonyms,)
+            ).fetchall()
+        }
+        stored_cases: dict[str, list[StoredCase]] = defaultdict(list)
+        for row in cur.execute(
+            "SELECT patient_pseudonym, case_id, onset_day, last_positive_day, status, department, region, "
+            "age_class, sex, test_kind FROM cases WHERE patient_pseudonym = ANY(%s)", (pseudonyms,)
+        ).fetchall():
+            stored_cases[str(row[0])].append(StoredCase(
+                case_id=str(row[1]), onset_day=row[2], last_positive_day=row[3],  # type: ignore[arg-type]
+                status=CaseStatus(row[4]), department=row[5], region=row[6], age_class=row[7],  # type: ignore[arg-type]
+                sex=Sex(row[8]), test_kind=TestKind(row[9]),
+            ))
+
+        delta: dict[AggregateKey, list[int]] = defaultdict(lambda: [0, 0])
+        person_rows: list[tuple[str, str]] = []
+        case_rows: list[tuple[object, ...]] = []
+        events: list[tuple[CaseEvent, datetime]] = []
+        now = datetime.now(UTC)
+        for pseudonym in pseudonyms:
+            evaluation = evaluate_person(by_person.get(pseudonym, ()))
+            for key, counts in diff_contributions(previous.get(pseudonym, {}), evaluation.contributions).items():
+                delta[key][0] += counts.p
+                delta[key][1] += counts.t
+            person_rows.append((pseudonym, _encode_contributions(evaluation.contributions)))
+            changes = reconcile_cases(pseudonym, stored_cases.get(pseudonym, ()), evaluation.episodes)
+            onset_received = {e.onset_day: e.onset.received_at for e in evaluation.episodes}
+            for case, event in zip(changes.upserts, changes.events, strict=True):
+                first_received = onset_received.get(case.onset_day, now)
+                case_rows.append((
+                    case.case_id, pseudonym, case.status.value, case.onset_day, case.last_positive_day,
+                    case.department, case.region, case.age_class, case.sex.value, case.test_kind.value,
+                    first_received,
+                ))
+                events.append((event, first_received))
+
+        cur.executemany(
+            "INSERT INTO persons (patient_pseudonym, contributions) VALUES (%s, %s) "
+            "ON CONFLICT (patient_pseudonym) DO UPDATE SET contributions = EXCLUDED.contributions, "
+            "updated_at = now()",
+            person_rows,
+        )
+        # sorted keys: concurrent workers lock shared aggregate rows in one order (no deadlock)
+        aggregate_rows = [
+            (k.day, k.department or "", k.age_class or "", k.sex.value, k.test_kind.value, p, t)
+            for k, (p, t) in sorted(delta.items(), key=lambda kv: _sort_key(kv[0]))
+            if p or t
+        ]
+        cur.executemany(
+            "INSERT INTO aggregates (day, department, age_class, sex, test_kind, p, t) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (day, department, age_class, sex, test_kind) DO UPDATE "
+            "SET p = aggregates.p + EXCLUDED.p, t = aggregates.t + EXCLUDED.t",
+            aggregate_rows,
+        )
+        outbox_rows = self._case_messages(cur, events, now)
+        if case_rows:
+            cur.executemany(
+                "INSERT INTO cases (case_id, patient_pseudonym, status, onset_day, last_positive_day, "
+                "department, region, age_class, sex, test_kind, first_received_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (case_id) DO UPDATE SET status = EXCLUDED.status, "
+                "onset_day = EXCLUDED.onset_day, last_positive_day = EXCLUDED.last_positive_day, "
+                "department = EXCLUDED.department, region = EXCLUDED.region, age_class = EXCLUDED.age_class, "
+                "sex = EXCLUDED.sex, test_kind = EXCLUDED.test_kind, updated_at = now()",
+                case_rows,
+            )
+            cur.executemany(
+                "INSERT INTO outbox (topic, key, payload) VALUES (%s, %s, %s::jsonb)", outbox_rows
+            )
+        return len(aggregate_rows), len(outbox_rows)
+
+    def _case_messages(
+        self, cur: psycopg.Cursor[tuple[object, ...]], events: list[tuple[CaseEvent, datetime]], now: datetime
+    ) -> list[tuple[str, str, str]]:
+        """Outbox rows; an opened case carries the person's latest sealed identity for tracing."""
+        opened = sorted({e.pseudonym for e, _ in events if e.type == "case.opened"})
+        sealed = dict(cur.execute(
+            "SELECT patient_pseudonym, sealed_identity FROM person_identities WHERE patient_pseudonym = ANY(%s)",
+            (opened,),
+        ).fetchall()) if opened else {}
+        return [
+            (self.cases_topic, e.pseudonym,
+             _case_message(e, sealed.get(e.pseudonym) if e.type == "case.opened" else None, received, now)
+             .model_dump_json())
+            for e, received in events
+        ]
+
+
+def _sort_key(k: AggregateKey) -> tuple[str, str, str, str, str]:
+    return (k.day.isoformat(), k.department or "", k.age_class or "", k.sex.value, k.test_kind.value)
+
+
+def _case_message(
+    event: CaseEvent, sealed_identity: object, first_received_at: datetime, now: datetime
+) -> CaseEventMessage:
+    return CaseEventMessage(
+        event_id=uuid.uuid4().hex,
+        type=event.type,
+        case_id=event.case_id,
+        patient_pseudonym=event.pseudonym,
+        onset_day=event.onset_day,
+        last_positive_day=event.last_positive_day,
+        department=event.department,
+        region=event.region,
+        age_class=event.age_class,
+        sex=event.sex,
+        test_kind=event.test_kind,
+        sealed_identity=str(sealed_identity) if sealed_identity else None,
+        first_received_at=first_received_at,
+        occurred_at=now,
+    )

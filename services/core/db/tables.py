@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, DateTime, Integer, SmallInteger, String, Text, func
+from sqlalchemy import BigInteger, Date, DateTime, Index, Integer, SmallInteger, String, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -18,13 +19,15 @@ class Result(Base):
     __tablename__ = "results"
 
     result_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # with the pseudonym: a "wrong patient" (W) on one person must not cancel the same specimen
+    # re-sent under the right person
+    patient_pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
     precedence: Mapped[int] = mapped_column(SmallInteger)
     version_key: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(1))
     outcome: Mapped[str] = mapped_column(String(16))
     test_kind: Mapped[str] = mapped_column(String(16))
     loinc: Mapped[str] = mapped_column(String(16))
-    patient_pseudonym: Mapped[str] = mapped_column(String(64), index=True)
     pseudonym_basis: Mapped[str] = mapped_column(String(8))
     sex: Mapped[str] = mapped_column(String(1))
     birth_year: Mapped[int | None] = mapped_column(SmallInteger)
@@ -60,3 +63,94 @@ class ConsumerOffset(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class Person(Base):
+    """A person's last P/T contributions, so a re-evaluation applies only the difference."""
+
+    __tablename__ = "persons"
+
+    patient_pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
+    contributions: Mapped[list[list[object]]] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Aggregate(Base):
+    """P and T per collection day × department × age class × sex × test kind (SPEC §5).
+
+    Unknown department or age class is stored as '' (they count only in the national figures).
+    """
+
+    __tablename__ = "aggregates"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    department: Mapped[str] = mapped_column(String(3), primary_key=True)
+    age_class: Mapped[str] = mapped_column(String(2), primary_key=True)
+    sex: Mapped[str] = mapped_column(String(1), primary_key=True)
+    test_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    p: Mapped[int] = mapped_column(Integer)
+    t: Mapped[int] = mapped_column(Integer)
+
+
+class LabDaily(Base):
+    """Per lab and reception day: results received and positives among them."""
+
+    __tablename__ = "lab_daily"
+
+    lab: Mapped[str] = mapped_column(Text, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    results: Mapped[int] = mapped_column(Integer)
+    positives: Mapped[int] = mapped_column(Integer)
+
+
+class LabDelay(Base):
+    """Histogram of collection → reception delay (whole hours) per lab and day, for medians and p90."""
+
+    __tablename__ = "lab_delays"
+
+    lab: Mapped[str] = mapped_column(Text, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    delay_hours: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+
+
+class Case(Base):
+    __tablename__ = "cases"
+
+    case_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    patient_pseudonym: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(10))
+    onset_day: Mapped[date] = mapped_column(Date)
+    last_positive_day: Mapped[date] = mapped_column(Date)
+    department: Mapped[str | None] = mapped_column(String(3))
+    region: Mapped[str | None] = mapped_column(String(3))
+    age_class: Mapped[str | None] = mapped_column(String(2))
+    sex: Mapped[str] = mapped_column(String(1))
+    test_kind: Mapped[str] = mapped_column(String(16))
+    first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Outbox(Base):
+    """Case events written with the data that caused them; a relay publishes them to `cases.v1`."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, object]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PersonIdentity(Base):
+    """The latest sealed identity of a person (nominative: subject to the retention purge)."""
+
+    __tablename__ = "person_identities"
+
+    patient_pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sealed_identity: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

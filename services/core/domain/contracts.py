@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from services.core.domain.case_event import CaseEventMessage
 from services.core.domain.model import LabResult, Transport
 from services.core.domain.rejection import Rejection
 
@@ -28,6 +29,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "lab.results.v1": LabResult,
     "lab.results.raw.v1": RawPayloadHeaders,
     "lab.results.rejected.v1": Rejection,
+    "cases.v1": CaseEventMessage,
 }
 
 
