@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-from types import FrameType
 from typing import Annotated
 
 import typer
@@ -120,26 +118,32 @@ def demo(
     messages: Annotated[int, typer.Option(help="ORU^R01 messages to send")] = 2000,
     seed: int = 2022,
 ) -> None:
-    """Replay realistic lab traffic over MLLP against the running services and report what happened."""
-    from services.simulator.demo import run_demo
+    """Start the services, replay realistic lab traffic over MLLP and report what became of it."""
+    from services.simulator.demo import replay, wait_for_services
+    from services.supervisor import Supervisor
 
     settings = load_settings()
-    summary = run_demo(settings, labs=labs, messages=messages, seed=seed)
-    typer.echo(json.dumps(summary.as_dict(), indent=2))
-    if not summary.ok:
-        raise typer.Exit(1)
-    if once:
-        return
-    typer.echo("services keep running; Ctrl-C to stop")
-
-    def interrupted(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
+    log_dir = settings.state_dir / "logs"
+    supervisor = Supervisor(log_dir=log_dir)
+    supervisor.start()
     try:
-        signal.pause()
-    except KeyboardInterrupt:
-        pass
+        wait_for_services(settings)
+        typer.echo(f"services up (logs in {log_dir}); {labs} labs sending {messages} messages over MLLP …")
+        summary = replay(settings, labs=labs, messages=messages, seed=seed)
+        typer.echo(json.dumps(summary.as_dict(), indent=2))
+        typer.echo(
+            f"{summary.results_acknowledged} results acknowledged (AA), {summary.results_stored} stored in "
+            f"PostgreSQL, {summary.acks.get('AE', 0)} messages answered AE as expected"
+        )
+        if not summary.ok:
+            raise typer.Exit(1)
+        if once:
+            return
+        typer.echo(f"gateway MLLP on {settings.mllp_host}:{settings.mllp_port}, metrics on "
+                   f"http://127.0.0.1:{settings.gateway_ops_port}/metrics; Ctrl-C to stop")
+        raise typer.Exit(supervisor.wait())
+    finally:
+        supervisor.stop()
 
 
 def _redact(url: str) -> str:

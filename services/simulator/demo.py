@@ -1,0 +1,202 @@
+"""`labflow demo`: the services under realistic lab traffic, and what became of every result.
+
+A few dozen labs, one persistent MLLP connection each, send ORU^R01 messages and wait for each ACK
+like a real LIS: mostly one specimen with one to three observations, a few messages with several
+patients, some re-sent after a "lost" ACK, some corrected later, and a small share with an invalid
+INS key that must get AE. At the end the demo checks that every acknowledged result is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from services.core.config import Settings
+from services.core.db.engine import libpq_url
+from services.core.logs import get_logger
+from services.simulator.client import MllpClient
+from services.simulator.oru import Observation, Order, Patient, build_oru_r01, random_order, random_patient
+
+log = get_logger(__name__)
+
+
+@dataclass
+class PlannedMessage:
+    lab: str
+    control_id: str
+    payload: bytes
+    results: set[tuple[str, str]]  # (specimen id, LOINC): one stored row each when acknowledged
+    expect: str = "AA"
+
+
+@dataclass
+class DemoSummary:
+    labs: int
+    messages_sent: int = 0
+    acks: Counter[str] = field(default_factory=Counter)
+    unexpected_acks: int = 0
+    results_acknowledged: int = 0
+    results_stored: int = 0
+    cases_opened: int = 0
+    elapsed_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.unexpected_acks == 0 and self.results_stored == self.results_acknowledged
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "labs": self.labs,
+            "messages_sent": self.messages_sent,
+            "acks": dict(self.acks),
+            "unexpected_acks": self.unexpected_acks,
+            "results_acknowledged": self.results_acknowledged,
+            "results_stored": self.results_stored,
+            "cases_opened": self.cases_opened,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "ok": self.ok,
+            "notes": self.notes,
+        }
+
+
+def _corrupt_ins(patient: Patient) -> Patient:
+    assert patient.ins is not None
+    key = (int(patient.ins[-2:]) + 1) % 97 or 1
+    return replace(patient, ins=f"{patient.ins[:-2]}{key:02d}")
+
+
+def plan_traffic(labs: int, messages: int, seed: int, run_tag: str) -> list[list[PlannedMessage]]:
+    """Per lab, the messages it will send, in order."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC).replace(microsecond=0)
+    lab_ids = [f"DEMO-LAB-{i:02d}" for i in range(1, labs + 1)]
+    per_lab: list[list[PlannedMessage]] = [[] for _ in lab_ids]
+    sent_orders: list[tuple[int, Patient, Order]] = []
+    for n in range(messages):
+        lab_index = n % labs
+        lab = lab_ids[lab_index]
+        control_id = f"{run_tag}{n:06d}"
+        roll = rng.random()
+        if roll < 0.03 and per_lab[lab_index]:  # the ACK was "lost": the LIS sends the same message again
+            previous = rng.choice(per_lab[lab_index])
+            per_lab[lab_index].append(replace(previous))
+            continue
+        if roll < 0.04 and sent_orders:  # a correction of an earlier result, as a new message
+            lab_of, patient, order = rng.choice(sent_orders)
+            later = now - timedelta(minutes=rng.randrange(1, 30))
+            corrected = replace(order, observations=[
+                Observation(o.loinc, "NEGATIF" if o.value.upper().startswith("POS") else "POSITIF", "C", later)
+                for o in order.observations
+            ])
+            payload = build_oru_r01(lab_ids[lab_of], control_id, [(patient, [corrected])])
+            per_lab[lab_of].append(PlannedMessage(lab_ids[lab_of], control_id, payload, set()))
+            continue
+        patients = 2 if rng.random() < 0.05 else 1
+        batch: list[tuple[Patient, list[Order]]] = []
+        results: set[tuple[str, str]] = set()
+        for _ in range(patients):
+            patient = random_patient(rng, today=now.date())
+            result_time = now - timedelta(minutes=rng.randrange(5, 12 * 60))
+            order = random_order(rng, result_time, observations=rng.choice((1, 1, 1, 2, 3)), positivity=0.12)
+            order = replace(order, specimen_id=f"{run_tag}{order.specimen_id}")
+            batch.append((patient, [order]))
+            results |= {(order.specimen_id, o.loinc) for o in order.observations}
+            sent_orders.append((lab_index, patient, order))
+        expect = "AA"
+        if rng.random() < 0.02 and batch[0][0].ins is not None:
+            batch[0] = (_corrupt_ins(batch[0][0]), batch[0][1])
+            sent_orders = [s for s in sent_orders if s[2] is not batch[0][1][0]]
+            expect, results = "AE", set()
+        payload = build_oru_r01(lab, control_id, batch, version=rng.choice(("2.5.1", "2.5.1", "2.5", "2.3.1")))
+        per_lab[lab_index].append(PlannedMessage(lab, control_id, payload, results, expect))
+    return per_lab
+
+
+async def _run_lab(host: str, port: int, plan: list[PlannedMessage], summary: DemoSummary,
+                   acknowledged: set[tuple[str, str]]) -> None:
+    client = await MllpClient(host, port).connect()
+    try:
+        for message in plan:
+            ack = await client.send(message.payload)
+            summary.messages_sent += 1
+            summary.acks[ack.code] += 1
+            if ack.code != message.expect or ack.control_id != message.control_id:
+                summary.unexpected_acks += 1
+                summary.notes.append(f"{message.control_id}: expected {message.expect}, got {ack.code} {ack.errors}")
+            if ack.code == "AA":
+                acknowledged.update(message.results)
+    finally:
+        await client.close()
+
+
+def count_stored(settings: Settings, keys: set[tuple[str, str]]) -> int:
+    specimens = sorted({s for s, _ in keys})
+    with psycopg.connect(libpq_url(settings.require_database())) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM results WHERE specimen_id = ANY(%s)", (specimens,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def count_cases(settings: Settings) -> int:
+    with psycopg.connect(libpq_url(settings.require_database())) as conn:
+        row = conn.execute("SELECT count(*) FROM cases WHERE status = 'open'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def replay(settings: Settings, *, labs: int, messages: int, seed: int, wait_s: float = 120.0) -> DemoSummary:
+    run_tag = uuid.uuid4().hex[:6].upper()
+    plan = plan_traffic(labs, messages, seed, run_tag)
+    summary = DemoSummary(labs=labs)
+    acknowledged: set[tuple[str, str]] = set()
+    started = time.monotonic()
+
+    async def drive() -> None:
+        await asyncio.gather(*(
+            _run_lab(settings.mllp_host, settings.mllp_port, lab_plan, summary, acknowledged) for lab_plan in plan
+        ))
+
+    asyncio.run(drive())
+    summary.results_acknowledged = len(acknowledged)
+    deadline = time.monotonic() + wait_s
+    while True:
+        summary.results_stored = count_stored(settings, acknowledged)
+        if summary.results_stored >= summary.results_acknowledged or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    summary.cases_opened = count_cases(settings)
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+def wait_for_services(settings: Settings, timeout_s: float = 60.0) -> None:
+    """The gateway accepts MLLP connections and the worker has its partitions."""
+    import socket
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    pending = {"gateway", "worker"}
+    while pending:
+        if "gateway" in pending:
+            try:
+                socket.create_connection((settings.mllp_host, settings.mllp_port), timeout=1).close()
+                pending.discard("gateway")
+            except OSError:
+                pass
+        if "worker" in pending:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{settings.worker_ops_port}/readyz", timeout=1):
+                    pending.discard("worker")
+            except OSError:
+                pass
+        if pending and time.monotonic() > deadline:
+            raise RuntimeError(f"services not ready after {timeout_s:.0f}s: {', '.join(sorted(pending))}")
+        time.sleep(0.3)

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.core.config import Settings
+from tests.support import ServiceProcess, free_port, http_status, port_open, settings_env, wait_until
+
+
+@pytest.fixture
+def services(fresh_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """Gateway and worker as real processes on free ports, against a database and topics of their own."""
+    settings = fresh_settings.model_copy(update={
+        "mllp_port": free_port(), "gateway_ops_port": free_port(), "worker_ops_port": free_port(),
+    })
+    env = settings_env(settings)
+    procs = [ServiceProcess("gateway", env, tmp_path), ServiceProcess("worker", env, tmp_path)]
+    try:
+        def ready() -> bool:
+            for p in procs:
+                assert p.proc.poll() is None, f"{p.name} exited:\n{p.log()}"
+            return port_open(settings.mllp_port) and http_status(
+                f"http://127.0.0.1:{settings.worker_ops_port}/readyz") == 200
+
+        wait_until(ready, timeout_s=60, what="gateway and worker")
+        yield settings
+    finally:
+        for p in procs:
+            p.stop()
