@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 
@@ -60,12 +61,15 @@ def up(settings: Settings, wait_s: float = 120.0) -> StackInfo:
     kafka = LocalKafka(settings)
     if kafka_bootstrap is None:
         if not kafka.process.running():
+            _require_free_port(settings.kafka_port, "LABFLOW_KAFKA_PORT")
+            _require_free_port(settings.kafka_controller_port, "LABFLOW_KAFKA_CONTROLLER_PORT")
             kafka.start()
             started.append("kafka")
         kafka_bootstrap = kafka.bootstrap
     if database_url is None:
         postgres = LocalPostgres(settings)
         if not postgres.process.running():
+            _require_free_port(settings.postgres_port, "LABFLOW_POSTGRES_PORT")
             postgres.start()
             started.append("postgres")
         database_url = postgres.url
@@ -79,6 +83,14 @@ def up(settings: Settings, wait_s: float = 120.0) -> StackInfo:
         settings, {"LABFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap, "LABFLOW_DATABASE_URL": database_url}
     )
     return StackInfo(kafka_bootstrap, database_url, tuple(started), env)
+
+
+def _require_free_port(port: int, variable: str) -> None:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return
+    raise RuntimeError(f"port {port} is already used by another process: stop it or set {variable}")
 
 
 def _wait_database(url: str, deadline: float) -> None:
