@@ -213,3 +213,55 @@ def stored_aggregates(database_url: str) -> dict[tuple[object, ...], tuple[int, 
             "SELECT day, department, age_class, sex, test_kind, p, t FROM aggregates WHERE p <> 0 OR t <> 0"
         ).fetchall()
     return {tuple(r[:5]): (int(r[5]), int(r[6])) for r in rows}
+
+
+def random_result_stream(n: int, persons: int, seed: int) -> list[LabResult]:
+    """`n` result versions over `persons` people and 120 days: re-sends, corrections, cancellations."""
+    import random
+
+    rng = random.Random(seed)
+    pseudonyms = [f"{rng.getrandbits(256):064x}" for _ in range(persons)]
+    departments = ["75", "13", "2A", "971", None]
+    start = datetime(2021, 11, 1, 8, tzinfo=UTC)
+    stream: list[LabResult] = []
+    while len(stream) < n:
+        roll = rng.random()
+        if stream and roll < 0.08:  # a re-send of an earlier version
+            stream.append(rng.choice(stream))
+            continue
+        if stream and roll < 0.13:  # a correction or a cancellation of an earlier result
+            base = rng.choice(stream)
+            status = ResultStatus.CORRECTED if rng.random() < 0.7 else ResultStatus.CANCELLED
+            outcome = Outcome.NEGATIVE if base.outcome is Outcome.POSITIVE else Outcome.POSITIVE
+            stream.append(base.model_copy(update={
+                "status": status, "outcome": outcome,
+                "result_at": (base.result_at or base.collected_at) + timedelta(hours=rng.randrange(1, 48)),
+            }))
+            continue
+        pseudonym = rng.choice(pseudonyms)
+        collected = start + timedelta(days=rng.randrange(120), minutes=rng.randrange(600))
+        antigen = rng.random() < 0.3
+        stream.append(make_result(
+            patient_pseudonym=pseudonym,
+            sending_facility=f"LAB-{rng.randrange(40):02d}",
+            collected_at=collected,
+            loinc="94558-4" if antigen else "94500-6",
+            test_kind=TestKind.ANTIGEN if antigen else TestKind.RT_PCR,
+            outcome=Outcome.POSITIVE if rng.random() < 0.15 else Outcome.NEGATIVE,
+            status=ResultStatus.PRELIMINARY if rng.random() < 0.02 else ResultStatus.FINAL,
+            department=(dep := departments[hash(pseudonym) % len(departments)]),
+            region=None if dep is None else "11",
+            age_class=rng.choice(["09", "29", "49", "69", "89", "90"]),
+            sex=Sex.FEMALE if hash(pseudonym) % 2 else Sex.MALE,
+        ))
+    return stream
+
+
+def expected_winners(stream: list[LabResult]) -> dict[tuple[str, str], str]:
+    """(result_id, pseudonym) -> version_key of the version that must count."""
+    from services.worker.versions import ResultVersion, winning_version
+
+    versions: dict[tuple[str, str], list[ResultVersion]] = {}
+    for r in stream:
+        versions.setdefault((r.result_id, r.patient_pseudonym), []).append(ResultVersion.from_lab_result(r))
+    return {key: winning_version(vs).version_key for key, vs in versions.items()}

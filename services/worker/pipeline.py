@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
+from services.core import failpoints
 from services.core.domain.model import LabResult
 from services.core.domain.rejection import Rejection, RejectionReason
 from services.core.logs import get_logger
@@ -93,6 +94,7 @@ class ResultsWorker:
                 if batch.size == 0:
                     continue
                 self.dead_letter(batch.dead_letters)
+                failpoints.hit("before-db-commit")
                 try:
                     self.write(batch)
                 except Fenced as exc:
@@ -100,6 +102,7 @@ class ResultsWorker:
                     log.warning("batch discarded: partition owned elsewhere", error=str(exc))
                     self._reseek(batch)
                     continue
+                failpoints.hit("after-db-commit")
                 self.commit(batch)
                 metrics.BATCH_SIZE.observe(batch.size)
                 metrics.BATCH_LATENCY.observe(time.perf_counter() - started)

@@ -9,12 +9,23 @@ import hashlib
 from datetime import date
 from zoneinfo import ZoneInfo
 from enum import StrEnum
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 PARIS = ZoneInfo("Europe/Paris")
+# The collection day is the local day where the patient lives; overseas departments have their own.
+OVERSEAS_TIME_ZONES = {
+    "971": ZoneInfo("America/Guadeloupe"),
+    "972": ZoneInfo("America/Martinique"),
+    "973": ZoneInfo("America/Cayenne"),
+    "974": ZoneInfo("Indian/Reunion"),
+    "975": ZoneInfo("America/Miquelon"),
+    "976": ZoneInfo("Indian/Mayotte"),
+    "977": ZoneInfo("America/St_Barthelemy"),
+    "978": ZoneInfo("America/Marigot"),
+}
 
 
 class TestKind(StrEnum):
@@ -113,8 +124,9 @@ class LabResult(BaseModel):
 
     @property
     def collection_day(self) -> date:
-        """The specimen collection day, in French metropolitan time (the `jour` of open data)."""
-        return self.collected_at.astimezone(PARIS).date()
+        """The specimen collection day (the `jour` of open data), in the residence department's time."""
+        zone = OVERSEAS_TIME_ZONES.get(self.department or "", PARIS)
+        return self.collected_at.astimezone(zone).date()
 
     @property
     def counts(self) -> bool:
