@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from services.core.domain.geography import AGE_CLASSES, age_class, department_from_postal_code
+from services.core.reference import DEFAULT_REFERENCE_DIR, load_reference
+
+
+@pytest.mark.parametrize(
+    ("cp", "dep"),
+    [
+        ("75011", "75"),
+        ("01000", "01"),
+        ("20000", "2A"),
+        ("20190", "2A"),
+        ("20200", "2B"),
+        ("20620", "2B"),
+        ("20700", None),
+        ("97110", "971"),
+        ("97600", "976"),
+        ("97500", "975"),
+        ("97133", "977"),
+        ("97150", "978"),
+        ("98000", None),
+        ("97900", None),
+        ("00100", None),
+        ("7501", None),
+        ("ABCDE", None),
+        (" 69003 ", "69"),
+    ],
+)
+def test_department_from_postal_code(cp: str, dep: str | None) -> None:
+    assert department_from_postal_code(cp) == dep
+
+
+@pytest.mark.parametrize(
+    ("birth", "at", "code"),
+    [
+        (date(2020, 1, 1), date(2024, 1, 1), "09"),
+        (date(2014, 1, 2), date(2024, 1, 1), "09"),
+        (date(2014, 1, 1), date(2024, 1, 1), "19"),
+        (date(1979, 3, 1), date(2024, 1, 15), "49"),
+        (date(1934, 1, 1), date(2024, 1, 1), "90"),
+        (date(1934, 6, 1), date(2024, 1, 1), "89"),
+        (date(1900, 1, 1), date(2024, 1, 1), "90"),
+    ],
+)
+def test_age_class(birth: date, at: date, code: str) -> None:
+    assert age_class(birth, at) == code
+
+
+def test_age_classes_order() -> None:
+    assert AGE_CLASSES == ("09", "19", "29", "39", "49", "59", "69", "79", "89", "90")
+
+
+def test_reference() -> None:
+    ref = load_reference()
+    assert Path(__file__).resolve().parents[2].parent / "shared" / "reference" == DEFAULT_REFERENCE_DIR
+    assert ref.department_region["2A"] == "94"
+    assert ref.department_region["971"] == "01"
+    assert "975" not in ref.department_region
+    assert ref.population[("75", "0")] == 2148271
+    departments = {dep for dep, _ in ref.population}
+    assert len(departments) == 104
+    assert all((dep, cl) in ref.population for dep in departments for cl in AGE_CLASSES)
+    assert load_reference() is ref
