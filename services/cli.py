@@ -14,7 +14,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-stack_app = typer.Typer(help="Local Kafka (KRaft) + PostgreSQL for a laptop, CI and tests.", no_args_is_help=True)
+stack_app = typer.Typer(
+    help="Local Kafka (KRaft) + PostgreSQL for a laptop, CI and tests.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics of SPEC §2.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
@@ -139,8 +141,10 @@ def demo(
             raise typer.Exit(1)
         if once:
             return
-        typer.echo(f"gateway MLLP on {settings.mllp_host}:{settings.mllp_port}, metrics on "
-                   f"http://127.0.0.1:{settings.gateway_ops_port}/metrics; Ctrl-C to stop")
+        typer.echo(
+            f"gateway MLLP on {settings.mllp_host}:{settings.mllp_port}, metrics on "
+            f"http://127.0.0.1:{settings.gateway_ops_port}/metrics; Ctrl-C to stop"
+        )
         raise typer.Exit(supervisor.wait())
     finally:
         supervisor.stop()

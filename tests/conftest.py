@@ -28,7 +28,7 @@ def _from_testcontainers() -> Iterator[Infrastructure]:
         import docker
 
         docker.from_env().ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means there is no usable engine
+    except Exception as exc:
         pytest.fail(f"LABFLOW_TEST_CONTAINERS=1 but no Docker engine answers: {exc}", pytrace=False)
     from testcontainers.kafka import KafkaContainer
     from testcontainers.postgres import PostgresContainer
@@ -50,7 +50,7 @@ def infrastructure() -> Iterator[Infrastructure]:
 
         try:
             info = local.up(load_settings())
-        except Exception as exc:  # noqa: BLE001 - reported as a failure with its cause
+        except Exception as exc:
             pytest.fail(f"could not start the local Kafka + PostgreSQL stack: {exc}", pytrace=False)
         yield Infrastructure(info.kafka_bootstrap, info.database_url)
 

@@ -92,4 +92,4 @@ def load_settings(**overrides: object) -> Settings:
     """Environment first, then `<state dir>/labflow.env` written by the local stack."""
     state_dir = Path(os.environ.get("LABFLOW_STATE_DIR", REPO_ROOT / ".labflow"))
     env_file = state_dir / ENV_FILE_NAME
-    return Settings(_env_file=env_file if env_file.exists() else None, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=env_file if env_file.exists() else None, **overrides)  # type: ignore[arg-type]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from services.core.config import Settings
 
@@ -43,7 +44,9 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
     admin = AdminClient({"bootstrap.servers": settings.require_kafka()})
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [
-        NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=settings.topic_replication)
+        NewTopic(
+            name, num_partitions=settings.topic_partitions, replication_factor=settings.topic_replication
+        )
         for name in settings.topics.all()
         if name not in existing
     ]

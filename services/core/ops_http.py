@@ -57,7 +57,7 @@ def _handler(ready: Callable[[], bool], registry: CollectorRegistry) -> type[Bas
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     return Handler

@@ -20,7 +20,8 @@ log = get_logger(__name__)
 def identity_protector(settings: Settings) -> IdentityProtector:
     if settings.pseudonym_key is None or settings.tracing_public_key is None:
         raise RuntimeError(
-            "LABFLOW_PSEUDONYM_KEY and LABFLOW_TRACING_PUBLIC_KEY must be set (`labflow stack up` makes local ones)"
+            "LABFLOW_PSEUDONYM_KEY and LABFLOW_TRACING_PUBLIC_KEY must be set "
+            "(`labflow stack up` makes local ones)"
         )
     return IdentityProtector(
         bytes.fromhex(settings.pseudonym_key.get_secret_value()), bytes.fromhex(settings.tracing_public_key)

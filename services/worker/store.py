@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
 import psycopg
 
@@ -33,11 +34,34 @@ from services.worker.dedup import (
 from services.worker.versions import ResultVersion, version_key
 
 RESULT_COLUMNS = (
-    "result_id", "patient_pseudonym", "precedence", "version_key", "status", "outcome", "test_kind", "loinc",
-    "pseudonym_basis", "sex", "birth_year", "age_class", "postal_code", "department", "region",
-    "sending_application", "sending_facility", "lab_finess", "performing_lab", "message_control_id",
-    "transport", "specimen_id", "specimen_type", "collected_at", "collection_day", "observed_at",
-    "result_at", "received_at",
+    "result_id",
+    "patient_pseudonym",
+    "precedence",
+    "version_key",
+    "status",
+    "outcome",
+    "test_kind",
+    "loinc",
+    "pseudonym_basis",
+    "sex",
+    "birth_year",
+    "age_class",
+    "postal_code",
+    "department",
+    "region",
+    "sending_application",
+    "sending_facility",
+    "lab_finess",
+    "performing_lab",
+    "message_control_id",
+    "transport",
+    "specimen_id",
+    "specimen_type",
+    "collected_at",
+    "collection_day",
+    "observed_at",
+    "result_at",
+    "received_at",
 )
 _COLS = ", ".join(RESULT_COLUMNS)
 _UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in RESULT_COLUMNS[2:])
@@ -92,39 +116,88 @@ class BatchWritten:
     case_events: int
 
 
-def _row(r: LabResult) -> tuple[object, ...]:
+def _row(r: LabResult) -> tuple[Any, ...]:
     return (
-        r.result_id, r.patient_pseudonym, PRECEDENCE[r.status], version_key(r), r.status.value,
-        r.outcome.value, r.test_kind.value, r.loinc, r.pseudonym_basis.value, r.sex.value, r.birth_year,
-        r.age_class, r.postal_code, r.department, r.region, r.sending_application, r.sending_facility,
-        r.lab_finess, r.performing_lab, r.message_control_id, r.transport.value, r.specimen_id,
-        r.specimen_type, r.collected_at, r.collection_day, r.observed_at, r.result_at, r.received_at,
+        r.result_id,
+        r.patient_pseudonym,
+        PRECEDENCE[r.status],
+        version_key(r),
+        r.status.value,
+        r.outcome.value,
+        r.test_kind.value,
+        r.loinc,
+        r.pseudonym_basis.value,
+        r.sex.value,
+        r.birth_year,
+        r.age_class,
+        r.postal_code,
+        r.department,
+        r.region,
+        r.sending_application,
+        r.sending_facility,
+        r.lab_finess,
+        r.performing_lab,
+        r.message_control_id,
+        r.transport.value,
+        r.specimen_id,
+        r.specimen_type,
+        r.collected_at,
+        r.collection_day,
+        r.observed_at,
+        r.result_at,
+        r.received_at,
     )
 
 
-def _version(row: tuple[object, ...]) -> ResultVersion:
-    (result_id, pseudonym, vkey, status, result_at, received_at, outcome, kind, collected_at, day,
-     department, region, age_class, sex, lab) = row
+def _version(row: tuple[Any, ...]) -> ResultVersion:
+    (
+        result_id,
+        pseudonym,
+        vkey,
+        status,
+        result_at,
+        received_at,
+        outcome,
+        kind,
+        collected_at,
+        day,
+        department,
+        region,
+        age_class,
+        sex,
+        lab,
+    ) = row
     return ResultVersion(
-        result_id=str(result_id), patient_pseudonym=str(pseudonym), version_key=str(vkey),
-        status=ResultStatus(status), result_at=result_at,  # type: ignore[arg-type]
-        received_at=received_at, outcome=Outcome(outcome), test_kind=TestKind(kind),  # type: ignore[arg-type]
-        collected_at=collected_at, collection_day=day,  # type: ignore[arg-type]
-        department=department, region=region, age_class=age_class,  # type: ignore[arg-type]
-        sex=Sex(sex), lab=str(lab),
+        result_id=str(result_id),
+        patient_pseudonym=str(pseudonym),
+        version_key=str(vkey),
+        status=ResultStatus(status),
+        result_at=result_at,
+        received_at=received_at,
+        outcome=Outcome(outcome),
+        test_kind=TestKind(kind),
+        collected_at=collected_at,
+        collection_day=day,
+        department=department,
+        region=region,
+        age_class=age_class,
+        sex=Sex(sex),
+        lab=str(lab),
     )
 
 
 def _encode_contributions(contributions: dict[AggregateKey, Counts]) -> str:
-    return json.dumps([
-        [k.day.isoformat(), k.department, k.age_class, k.sex.value, k.test_kind.value, c.p, c.t]
-        for k, c in sorted(contributions.items(), key=lambda kv: kv[0].day)
-    ])
+    return json.dumps(
+        [
+            [k.day.isoformat(), k.department, k.age_class, k.sex.value, k.test_kind.value, c.p, c.t]
+            for k, c in sorted(contributions.items(), key=lambda kv: kv[0].day)
+        ]
+    )
 
 
-def _decode_contributions(raw: list[list[object]]) -> dict[AggregateKey, Counts]:
+def _decode_contributions(raw: list[list[Any]]) -> dict[AggregateKey, Counts]:
     return {
-        AggregateKey(date.fromisoformat(str(d)), dep, age, Sex(sex), TestKind(kind)): Counts(int(p), int(t))  # type: ignore[arg-type, call-overload]
+        AggregateKey(date.fromisoformat(str(d)), dep, age, Sex(sex), TestKind(kind)): Counts(int(p), int(t))
         for d, dep, age, sex, kind, p, t in raw
     }
 
@@ -153,7 +226,9 @@ class ResultStore:
             ).fetchall()
         return {int(p): int(o) for p, o in rows}
 
-    def write_batch(self, results: Sequence[LabResult], progress: Sequence[PartitionProgress]) -> BatchWritten:
+    def write_batch(
+        self, results: Sequence[LabResult], progress: Sequence[PartitionProgress]
+    ) -> BatchWritten:
         """Write results, their consequences and the offsets, atomically."""
         with self.conn.transaction(), self.conn.cursor() as cur:
             self._advance_offsets(cur, progress)
@@ -169,7 +244,9 @@ class ResultStore:
             aggregate_rows, events = self._reevaluate(cur, touched, results) if touched else (0, 0)
             return BatchWritten(len(changed), len(touched), aggregate_rows, events)
 
-    def _advance_offsets(self, cur: psycopg.Cursor[tuple[object, ...]], progress: Sequence[PartitionProgress]) -> None:
+    def _advance_offsets(
+        self, cur: psycopg.Cursor[tuple[Any, ...]], progress: Sequence[PartitionProgress]
+    ) -> None:
         for p in progress:
             cur.execute(
                 "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) "
@@ -183,7 +260,9 @@ class ResultStore:
             if cur.fetchone() is None:
                 raise Fenced(f"partition {p.partition} moved past offset {p.start_offset}")
 
-    def _store_identities(self, cur: psycopg.Cursor[tuple[object, ...]], results: Sequence[LabResult]) -> None:
+    def _store_identities(
+        self, cur: psycopg.Cursor[tuple[Any, ...]], results: Sequence[LabResult]
+    ) -> None:
         latest: dict[str, LabResult] = {}
         for r in results:
             if r.sealed_identity and (
@@ -199,7 +278,9 @@ class ResultStore:
                 [(p, r.sealed_identity, r.received_at) for p, r in sorted(latest.items())],
             )
 
-    def _count_lab_receptions(self, cur: psycopg.Cursor[tuple[object, ...]], inserted: Sequence[tuple[object, ...]]) -> None:
+    def _count_lab_receptions(
+        self, cur: psycopg.Cursor[tuple[Any, ...]], inserted: Sequence[tuple[Any, ...]]
+    ) -> None:
         """Per lab and reception day: new results, positives, delay histogram (whole hours)."""
         daily: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
         delays: dict[tuple[str, date, int], int] = defaultdict(int)
@@ -223,38 +304,50 @@ class ResultStore:
         )
 
     def _reevaluate(
-        self, cur: psycopg.Cursor[tuple[object, ...]], pseudonyms: list[str], results: Sequence[LabResult]
+        self, cur: psycopg.Cursor[tuple[Any, ...]], pseudonyms: list[str], results: Sequence[LabResult]
     ) -> tuple[int, int]:
         by_person: dict[str, list[ResultVersion]] = defaultdict(list)
         for row in cur.execute(SELECT_PERSON_RESULTS, (pseudonyms,)).fetchall():
             v = _version(row)
             by_person[v.patient_pseudonym].append(v)
         previous = {
-            str(p): _decode_contributions(c)  # type: ignore[arg-type]
+            str(p): _decode_contributions(c)
             for p, c in cur.execute(
                 "SELECT patient_pseudonym, contributions FROM persons WHERE patient_pseudonym = ANY(%s) "
-                "FOR UPDATE", (pseudonyms,)
+                "FOR UPDATE",
+                (pseudonyms,),
             ).fetchall()
         }
         stored_cases: dict[str, list[StoredCase]] = defaultdict(list)
         for row in cur.execute(
             "SELECT patient_pseudonym, case_id, onset_day, last_positive_day, status, department, region, "
-            "age_class, sex, test_kind FROM cases WHERE patient_pseudonym = ANY(%s)", (pseudonyms,)
+            "age_class, sex, test_kind FROM cases WHERE patient_pseudonym = ANY(%s)",
+            (pseudonyms,),
         ).fetchall():
-            stored_cases[str(row[0])].append(StoredCase(
-                case_id=str(row[1]), onset_day=row[2], last_positive_day=row[3],  # type: ignore[arg-type]
-                status=CaseStatus(row[4]), department=row[5], region=row[6], age_class=row[7],  # type: ignore[arg-type]
-                sex=Sex(row[8]), test_kind=TestKind(row[9]),
-            ))
+            stored_cases[str(row[0])].append(
+                StoredCase(
+                    case_id=str(row[1]),
+                    onset_day=row[2],
+                    last_positive_day=row[3],
+                    status=CaseStatus(row[4]),
+                    department=row[5],
+                    region=row[6],
+                    age_class=row[7],
+                    sex=Sex(row[8]),
+                    test_kind=TestKind(row[9]),
+                )
+            )
 
         delta: dict[AggregateKey, list[int]] = defaultdict(lambda: [0, 0])
         person_rows: list[tuple[str, str]] = []
-        case_rows: list[tuple[object, ...]] = []
+        case_rows: list[tuple[Any, ...]] = []
         events: list[tuple[CaseEvent, datetime]] = []
         now = datetime.now(UTC)
         for pseudonym in pseudonyms:
             evaluation = evaluate_person(by_person.get(pseudonym, ()))
-            for key, counts in diff_contributions(previous.get(pseudonym, {}), evaluation.contributions).items():
+            for key, counts in diff_contributions(
+                previous.get(pseudonym, {}), evaluation.contributions
+            ).items():
                 delta[key][0] += counts.p
                 delta[key][1] += counts.t
             person_rows.append((pseudonym, _encode_contributions(evaluation.contributions)))
@@ -262,11 +355,21 @@ class ResultStore:
             onset_received = {e.onset_day: e.onset.received_at for e in evaluation.episodes}
             for case, event in zip(changes.upserts, changes.events, strict=True):
                 first_received = onset_received.get(case.onset_day, now)
-                case_rows.append((
-                    case.case_id, pseudonym, case.status.value, case.onset_day, case.last_positive_day,
-                    case.department, case.region, case.age_class, case.sex.value, case.test_kind.value,
-                    first_received,
-                ))
+                case_rows.append(
+                    (
+                        case.case_id,
+                        pseudonym,
+                        case.status.value,
+                        case.onset_day,
+                        case.last_positive_day,
+                        case.department,
+                        case.region,
+                        case.age_class,
+                        case.sex.value,
+                        case.test_kind.value,
+                        first_received,
+                    )
+                )
                 events.append((event, first_received))
 
         cur.executemany(
@@ -306,18 +409,29 @@ class ResultStore:
         return len(aggregate_rows), len(outbox_rows)
 
     def _case_messages(
-        self, cur: psycopg.Cursor[tuple[object, ...]], events: list[tuple[CaseEvent, datetime]], now: datetime
+        self, cur: psycopg.Cursor[tuple[Any, ...]], events: list[tuple[CaseEvent, datetime]], now: datetime
     ) -> list[tuple[str, str, str]]:
         """Outbox rows; an opened case carries the person's latest sealed identity for tracing."""
         opened = sorted({e.pseudonym for e, _ in events if e.type == "case.opened"})
-        sealed = dict(cur.execute(
-            "SELECT patient_pseudonym, sealed_identity FROM person_identities WHERE patient_pseudonym = ANY(%s)",
-            (opened,),
-        ).fetchall()) if opened else {}
+        sealed = (
+            dict(
+                cur.execute(
+                    "SELECT patient_pseudonym, sealed_identity FROM person_identities "
+                    "WHERE patient_pseudonym = ANY(%s)",
+                    (opened,),
+                ).fetchall()
+            )
+            if opened
+            else {}
+        )
         return [
-            (self.cases_topic, e.pseudonym,
-             _case_message(e, sealed.get(e.pseudonym) if e.type == "case.opened" else None, received, now)
-             .model_dump_json())
+            (
+                self.cases_topic,
+                e.pseudonym,
+                _case_message(
+                    e, sealed.get(e.pseudonym) if e.type == "case.opened" else None, received, now
+                ).model_dump_json(),
+            )
             for e, received in events
         ]
 

@@ -33,7 +33,9 @@ def end_offsets(settings: Settings) -> dict[int, int]:
     try:
         ends = {}
         for partition in range(settings.topic_partitions):
-            _low, high = consumer.get_watermark_offsets(TopicPartition(settings.topics.results, partition), 10)
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(settings.topics.results, partition), 10
+            )
             ends[partition] = high
         return ends
     finally:
@@ -71,10 +73,16 @@ def test_worker_killed_repeatedly_loses_and_doubles_nothing(fresh_settings: Sett
         kills += 1
     assert stored_offsets(settings) != ends, "the worker finished before the crashes: raise N"
 
-    final = ServiceProcess("worker", settings_env(settings, LABFLOW_WORKER_OPS_PORT=str(free_port())), tmp_path)
+    final = ServiceProcess(
+        "worker", settings_env(settings, LABFLOW_WORKER_OPS_PORT=str(free_port())), tmp_path
+    )
     try:
-        wait_until(lambda: stored_offsets(settings) == ends, timeout_s=240, interval_s=0.5,
-                   what="the restarted worker to reach the end of every partition")
+        wait_until(
+            lambda: stored_offsets(settings) == ends,
+            timeout_s=240,
+            interval_s=0.5,
+            what="the restarted worker to reach the end of every partition",
+        )
         time.sleep(1.0)  # let the relay publish the last outbox rows
     finally:
         final.stop()

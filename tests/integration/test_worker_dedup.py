@@ -37,7 +37,10 @@ def query(settings: Settings, sql: str, *params: object) -> list[tuple[object, .
 @pytest.fixture
 def pipeline(fresh_settings: Settings) -> Iterator[Settings]:
     worker, relay = build_worker(fresh_settings), build_relay(fresh_settings)
-    threads = [threading.Thread(target=worker.run, daemon=True), threading.Thread(target=relay.run, daemon=True)]
+    threads = [
+        threading.Thread(target=worker.run, daemon=True),
+        threading.Thread(target=relay.run, daemon=True),
+    ]
     for t in threads:
         t.start()
     yield fresh_settings
@@ -48,15 +51,21 @@ def pipeline(fresh_settings: Settings) -> Iterator[Settings]:
 
 
 def case_events(settings: Settings, expected: int) -> list[CaseEventMessage]:
-    consumer = Consumer({
-        "bootstrap.servers": settings.require_kafka(), "group.id": "cases-probe", "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.require_kafka(),
+            "group.id": "cases-probe",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([settings.topics.cases])
     events: list[CaseEventMessage] = []
 
     def collect() -> bool:
         events.extend(
-            CaseEventMessage.model_validate_json(m.value()) for m in consumer.consume(50, 0.5) if m.error() is None
+            CaseEventMessage.model_validate_json(m.value())
+            for m in consumer.consume(50, 0.5)
+            if m.error() is None
         )
         return len(events) >= expected
 
@@ -69,12 +78,18 @@ def test_people_are_counted_once_and_cases_reach_cases_topic(pipeline: Settings)
     settings = pipeline
     alice = make_result(collected_at=DAY0, department="75", age_class="29")
     alice_again = make_result(  # 30 days later: covered, counts in neither P nor T
-        patient_pseudonym=alice.patient_pseudonym, collected_at=DAY0 + timedelta(days=30),
-        department="75", age_class="29",
+        patient_pseudonym=alice.patient_pseudonym,
+        collected_at=DAY0 + timedelta(days=30),
+        department="75",
+        age_class="29",
     )
     same_day_antigen = make_result(
-        patient_pseudonym=alice.patient_pseudonym, collected_at=DAY0 + timedelta(hours=2),
-        loinc="94558-4", test_kind=TestKind.ANTIGEN, department="75", age_class="29",
+        patient_pseudonym=alice.patient_pseudonym,
+        collected_at=DAY0 + timedelta(hours=2),
+        loinc="94558-4",
+        test_kind=TestKind.ANTIGEN,
+        department="75",
+        age_class="29",
     )
     bob = make_result(collected_at=DAY0, outcome=Outcome.NEGATIVE, department="2A", age_class="89")
     carol = make_result(collected_at=DAY0, department="971", age_class="09")
@@ -82,14 +97,19 @@ def test_people_are_counted_once_and_cases_reach_cases_topic(pipeline: Settings)
     wait_until(lambda: query(settings, "SELECT count(*) FROM results")[0][0] == 5, what="5 results")
 
     # a correction turns Carol's positive negative: her case is retracted, she stays in T only
-    carol_corrected = carol.model_copy(update={
-        "status": ResultStatus.CORRECTED, "outcome": Outcome.NEGATIVE,
-        "result_at": carol.result_at + timedelta(hours=3),  # type: ignore[operator]
-    })
+    carol_corrected = carol.model_copy(
+        update={
+            "status": ResultStatus.CORRECTED,
+            "outcome": Outcome.NEGATIVE,
+            "result_at": carol.result_at + timedelta(hours=3),  # type: ignore[operator]
+        }
+    )
     send(settings, [carol_corrected])
     wait_until(
-        lambda: query(settings, "SELECT status FROM cases WHERE patient_pseudonym = %s", carol.patient_pseudonym)
-        == [("retracted",)],
+        lambda: (
+            query(settings, "SELECT status FROM cases WHERE patient_pseudonym = %s", carol.patient_pseudonym)
+            == [("retracted",)]
+        ),
         what="Carol's case retracted",
     )
     day = DAY0.date()
@@ -108,7 +128,9 @@ def test_people_are_counted_once_and_cases_reach_cases_topic(pipeline: Settings)
         (carol.patient_pseudonym, "case.opened"),
         (carol.patient_pseudonym, "case.retracted"),
     }
-    opened = next(e for e in events if e.type == "case.opened" and e.patient_pseudonym == alice.patient_pseudonym)
+    opened = next(
+        e for e in events if e.type == "case.opened" and e.patient_pseudonym == alice.patient_pseudonym
+    )
     assert opened.onset_day == day and opened.department == "75"
     assert query(settings, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == [(0,)]
 
@@ -117,13 +139,23 @@ def test_lab_reception_statistics(pipeline: Settings) -> None:
     settings = pipeline
     received = datetime.now(UTC)
     results = [
-        make_result(sending_facility="LAB-STATS", collected_at=received - timedelta(hours=h), received_at=received,
-                    outcome=Outcome.POSITIVE if h == 5 else Outcome.NEGATIVE)
+        make_result(
+            sending_facility="LAB-STATS",
+            collected_at=received - timedelta(hours=h),
+            received_at=received,
+            outcome=Outcome.POSITIVE if h == 5 else Outcome.NEGATIVE,
+        )
         for h in (1, 5, 30)
     ]
     send(settings, results + results[:1])  # the re-send is not a new reception
-    wait_until(lambda: query(settings, "SELECT results, positives FROM lab_daily WHERE lab = 'LAB-STATS'")
-               == [(3, 1)], what="lab statistics")
+    wait_until(
+        lambda: (
+            query(settings, "SELECT results, positives FROM lab_daily WHERE lab = 'LAB-STATS'") == [(3, 1)]
+        ),
+        what="lab statistics",
+    )
     assert query(settings, "SELECT delay_hours, n FROM lab_delays WHERE lab = 'LAB-STATS' ORDER BY 1") == [
-        (1, 1), (5, 1), (30, 1)
+        (1, 1),
+        (5, 1),
+        (30, 1),
     ]

@@ -53,8 +53,11 @@ def test_results_are_stored_once_and_the_winning_version_counts(running_worker: 
     results = [make_result(sending_facility="LAB-A") for _ in range(200)]
     first = results[0]
     correction = first.model_copy(
-        update={"status": ResultStatus.CORRECTED, "outcome": Outcome.NEGATIVE,
-                "result_at": first.result_at + timedelta(hours=2)}  # type: ignore[operator]
+        update={
+            "status": ResultStatus.CORRECTED,
+            "outcome": Outcome.NEGATIVE,
+            "result_at": first.result_at + timedelta(hours=2),
+        }  # type: ignore[operator]
     )
     stale_final = first  # re-sent after the correction: must not undo it
     produce(settings, [encoded(r) for r in results] + [encoded(r) for r in results[:50]])
@@ -62,11 +65,14 @@ def test_results_are_stored_once_and_the_winning_version_counts(running_worker: 
 
     wait_until(lambda: rows(settings, "SELECT count(*) FROM results")[0][0] == 200, what="200 rows")
     wait_until(
-        lambda: rows(settings, "SELECT status FROM results WHERE result_id = %s", first.result_id)
-        == [("C",)],
+        lambda: (
+            rows(settings, "SELECT status FROM results WHERE result_id = %s", first.result_id) == [("C",)]
+        ),
         what="the correction to win",
     )
-    assert rows(settings, "SELECT outcome FROM results WHERE result_id = %s", first.result_id) == [("negative",)]
+    assert rows(settings, "SELECT outcome FROM results WHERE result_id = %s", first.result_id) == [
+        ("negative",)
+    ]
     # offsets in PostgreSQL equal the end of each partition: everything consumed exactly once
     consumer = Consumer({"bootstrap.servers": settings.require_kafka(), "group.id": "probe"})
     ends = {}
@@ -81,22 +87,31 @@ def test_results_are_stored_once_and_the_winning_version_counts(running_worker: 
     )
 
 
-def test_undecodable_record_is_dead_lettered_and_does_not_block_the_partition(running_worker: Settings) -> None:
+def test_undecodable_record_is_dead_lettered_and_does_not_block_the_partition(
+    running_worker: Settings,
+) -> None:
     settings = running_worker
     good = make_result(sending_facility="LAB-B")
     key = good.patient_pseudonym.encode()
     produce(settings, [(key, b"{not json"), (key, b'{"schema_version": 1}'), encoded(good)])
 
     wait_until(lambda: rows(settings, "SELECT count(*) FROM results")[0][0] == 1, what="the good result")
-    consumer = Consumer({
-        "bootstrap.servers": settings.require_kafka(), "group.id": "dlq-probe", "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.require_kafka(),
+            "group.id": "dlq-probe",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([settings.topics.rejected])
     dead: list[Rejection] = []
     wait_until(
-        lambda: dead.extend(
-            Rejection.model_validate_json(m.value()) for m in consumer.consume(10, 1) if m.error() is None
-        ) or len(dead) >= 2,
+        lambda: (
+            dead.extend(
+                Rejection.model_validate_json(m.value()) for m in consumer.consume(10, 1) if m.error() is None
+            )
+            or len(dead) >= 2
+        ),
         what="two dead letters",
     )
     consumer.close()

@@ -42,7 +42,7 @@ def test_any_split_of_a_stream_yields_the_same_frames(payloads: list[bytes], cut
     decoder = FrameDecoder(10_000)
     events = []
     previous = 0
-    for cut in sorted({c for c in cuts if c < len(stream)}) + [len(stream)]:
+    for cut in [*sorted({c for c in cuts if c < len(stream)}), len(stream)]:
         events += decoder.feed(stream[previous:cut])
         previous = cut
     assert [e for e in events if isinstance(e, Frame)] == [Frame(p) for p in payloads]

@@ -19,4 +19,4 @@ def libpq_url(database_url: str) -> str:
 
 
 def make_engine(database_url: str, **kwargs: object) -> Engine:
-    return create_engine(sqlalchemy_url(database_url), pool_pre_ping=True, **kwargs)  # type: ignore[arg-type]
+    return create_engine(sqlalchemy_url(database_url), pool_pre_ping=True, **kwargs)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date
-from zoneinfo import ZoneInfo
 from enum import StrEnum
 from typing import Final, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -77,7 +77,9 @@ class PseudonymBasis(StrEnum):
 
 def make_result_id(sending_facility: str, specimen_or_order_id: str, test_code: str) -> str:
     """Deterministic idempotency key of one result: every version of it (F, C, X…) shares it."""
-    material = "\x1f".join((sending_facility.strip().upper(), specimen_or_order_id.strip(), test_code.strip()))
+    material = "\x1f".join(
+        (sending_facility.strip().upper(), specimen_or_order_id.strip(), test_code.strip())
+    )
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
 
 
