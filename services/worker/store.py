@@ -171,19 +171,26 @@ def _version(row: tuple[Any, ...]) -> ResultVersion:
         result_id=str(result_id),
         patient_pseudonym=str(pseudonym),
         version_key=str(vkey),
-        status=ResultStatus(status),
+        status=_STATUSES[status],
         result_at=result_at,
         received_at=received_at,
-        outcome=Outcome(outcome),
-        test_kind=TestKind(kind),
+        outcome=_OUTCOMES[outcome],
+        test_kind=_KINDS[kind],
         collected_at=collected_at,
         collection_day=day,
         department=department,
         region=region,
         age_class=age_class,
-        sex=Sex(sex),
+        sex=_SEXES[sex],
         lab=str(lab),
     )
+
+
+# plain dict look-ups: calling an Enum class per row is several times slower
+_STATUSES = {s.value: s for s in ResultStatus}
+_OUTCOMES = {o.value: o for o in Outcome}
+_KINDS = {k.value: k for k in TestKind}
+_SEXES = {s.value: s for s in Sex}
 
 
 def _encode_contributions(contributions: dict[AggregateKey, Counts]) -> str:
@@ -260,9 +267,7 @@ class ResultStore:
             if cur.fetchone() is None:
                 raise Fenced(f"partition {p.partition} moved past offset {p.start_offset}")
 
-    def _store_identities(
-        self, cur: psycopg.Cursor[tuple[Any, ...]], results: Sequence[LabResult]
-    ) -> None:
+    def _store_identities(self, cur: psycopg.Cursor[tuple[Any, ...]], results: Sequence[LabResult]) -> None:
         latest: dict[str, LabResult] = {}
         for r in results:
             if r.sealed_identity and (
@@ -270,12 +275,14 @@ class ResultStore:
             ):
                 latest[r.patient_pseudonym] = r
         if latest:
-            cur.executemany(
-                "INSERT INTO person_identities (patient_pseudonym, sealed_identity, received_at) "
-                "VALUES (%s, %s, %s) ON CONFLICT (patient_pseudonym) DO UPDATE "
+            _bulk_insert(
+                cur,
+                "person_identities (patient_pseudonym, sealed_identity, received_at)",
+                ("text", "text", "timestamptz"),
+                [(p, r.sealed_identity, r.received_at) for p, r in sorted(latest.items())],
+                "ON CONFLICT (patient_pseudonym) DO UPDATE "
                 "SET sealed_identity = EXCLUDED.sealed_identity, received_at = EXCLUDED.received_at "
                 "WHERE EXCLUDED.received_at > person_identities.received_at",
-                [(p, r.sealed_identity, r.received_at) for p, r in sorted(latest.items())],
             )
 
     def _count_lab_receptions(
@@ -291,23 +298,27 @@ class ResultStore:
             daily[key][1] += outcome == Outcome.POSITIVE.value
             hours = max(int((received_at - collected_at).total_seconds() // 3600), 0)
             delays[(*key, hours)] += 1
-        cur.executemany(
-            "INSERT INTO lab_daily (lab, day, results, positives) VALUES (%s, %s, %s, %s) "
+        _bulk_insert(
+            cur,
+            "lab_daily (lab, day, results, positives)",
+            ("text", "date", "int", "int"),
+            [(lab, day, n, pos) for (lab, day), (n, pos) in sorted(daily.items())],
             "ON CONFLICT (lab, day) DO UPDATE SET results = lab_daily.results + EXCLUDED.results, "
             "positives = lab_daily.positives + EXCLUDED.positives",
-            [(lab, day, n, pos) for (lab, day), (n, pos) in sorted(daily.items())],
         )
-        cur.executemany(
-            "INSERT INTO lab_delays (lab, day, delay_hours, n) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (lab, day, delay_hours) DO UPDATE SET n = lab_delays.n + EXCLUDED.n",
+        _bulk_insert(
+            cur,
+            "lab_delays (lab, day, delay_hours, n)",
+            ("text", "date", "int", "int"),
             [(*k, n) for k, n in sorted(delays.items())],
+            "ON CONFLICT (lab, day, delay_hours) DO UPDATE SET n = lab_delays.n + EXCLUDED.n",
         )
 
     def _reevaluate(
         self, cur: psycopg.Cursor[tuple[Any, ...]], pseudonyms: list[str], results: Sequence[LabResult]
     ) -> tuple[int, int]:
         by_person: dict[str, list[ResultVersion]] = defaultdict(list)
-        for row in cur.execute(SELECT_PERSON_RESULTS, (pseudonyms,)).fetchall():
+        for row in cur.execute(SELECT_PERSON_RESULTS, (pseudonyms,), binary=True).fetchall():
             v = _version(row)
             by_person[v.patient_pseudonym].append(v)
         previous = {
@@ -372,11 +383,13 @@ class ResultStore:
                 )
                 events.append((event, first_received))
 
-        cur.executemany(
-            "INSERT INTO persons (patient_pseudonym, contributions) VALUES (%s, %s) "
+        _bulk_insert(
+            cur,
+            "persons (patient_pseudonym, contributions)",
+            ("text", "jsonb"),
+            person_rows,
             "ON CONFLICT (patient_pseudonym) DO UPDATE SET contributions = EXCLUDED.contributions, "
             "updated_at = now()",
-            person_rows,
         )
         # sorted keys: concurrent workers lock shared aggregate rows in one order (no deadlock)
         aggregate_rows = [
@@ -384,28 +397,27 @@ class ResultStore:
             for k, (p, t) in sorted(delta.items(), key=lambda kv: _sort_key(kv[0]))
             if p or t
         ]
-        cur.executemany(
-            "INSERT INTO aggregates (day, department, age_class, sex, test_kind, p, t) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        _bulk_insert(
+            cur,
+            "aggregates (day, department, age_class, sex, test_kind, p, t)",
+            ("date", "text", "text", "text", "text", "int", "int"),
+            aggregate_rows,
             "ON CONFLICT (day, department, age_class, sex, test_kind) DO UPDATE "
             "SET p = aggregates.p + EXCLUDED.p, t = aggregates.t + EXCLUDED.t",
-            aggregate_rows,
         )
         outbox_rows = self._case_messages(cur, events, now)
-        if case_rows:
-            cur.executemany(
-                "INSERT INTO cases (case_id, patient_pseudonym, status, onset_day, last_positive_day, "
-                "department, region, age_class, sex, test_kind, first_received_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (case_id) DO UPDATE SET status = EXCLUDED.status, "
-                "onset_day = EXCLUDED.onset_day, last_positive_day = EXCLUDED.last_positive_day, "
-                "department = EXCLUDED.department, region = EXCLUDED.region, age_class = EXCLUDED.age_class, "
-                "sex = EXCLUDED.sex, test_kind = EXCLUDED.test_kind, updated_at = now()",
-                case_rows,
-            )
-            cur.executemany(
-                "INSERT INTO outbox (topic, key, payload) VALUES (%s, %s, %s::jsonb)", outbox_rows
-            )
+        _bulk_insert(
+            cur,
+            "cases (case_id, patient_pseudonym, status, onset_day, last_positive_day, department, region, "
+            "age_class, sex, test_kind, first_received_at)",
+            ("text", "text", "text", "date", "date", "text", "text", "text", "text", "text", "timestamptz"),
+            case_rows,
+            "ON CONFLICT (case_id) DO UPDATE SET status = EXCLUDED.status, "
+            "onset_day = EXCLUDED.onset_day, last_positive_day = EXCLUDED.last_positive_day, "
+            "department = EXCLUDED.department, region = EXCLUDED.region, age_class = EXCLUDED.age_class, "
+            "sex = EXCLUDED.sex, test_kind = EXCLUDED.test_kind, updated_at = now()",
+        )
+        _bulk_insert(cur, "outbox (topic, key, payload)", ("text", "text", "jsonb"), outbox_rows)
         return len(aggregate_rows), len(outbox_rows)
 
     def _case_messages(
@@ -434,6 +446,23 @@ class ResultStore:
             )
             for e, received in events
         ]
+
+
+def _bulk_insert(
+    cur: psycopg.Cursor[tuple[Any, ...]],
+    target: str,
+    types: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    conflict: str = "",
+) -> None:
+    """One INSERT … SELECT FROM unnest(arrays) per table: one round trip whatever the row count."""
+    if not rows:
+        return
+    arrays = ", ".join(f"%b::{t}[]" for t in types)  # binary: no text escaping of every element
+    cur.execute(
+        f"INSERT INTO {target} SELECT * FROM unnest({arrays}) {conflict}",
+        [list(c) for c in zip(*rows, strict=True)],
+    )
 
 
 def _sort_key(k: AggregateKey) -> tuple[str, str, str, str, str]:

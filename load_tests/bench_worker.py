@@ -1,0 +1,116 @@
+"""Results per second from Kafka into PostgreSQL, person deduplication on, one worker process.
+
+    .venv/bin/python -m load_tests.bench_worker [--results 100000] [--persons 40000]
+
+Fills a fresh topic with result versions (re-sends, corrections, cancellations; several results per
+person over 120 days), then times one `labflow worker` process from its start until the offsets it
+stores in PostgreSQL reach the end of every partition. Kafka and PostgreSQL run on the same machine.
+Writes `load_tests/results/bench_worker.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from confluent_kafka import Producer
+
+from services.core.config import load_settings
+from services.core.db.engine import libpq_url
+from services.core.kafka import producer_config
+from services.stack import local
+from tests.support import (
+    ServiceProcess,
+    free_port,
+    full_recomputation,
+    isolated_settings,
+    random_result_stream,
+    settings_env,
+    stored_aggregates,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "bench_worker.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--results", type=int, default=100_000)
+    parser.add_argument("--persons", type=int, default=40_000)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    args = parser.parse_args()
+
+    info = local.up(load_settings())
+    with isolated_settings(info.kafka_bootstrap, info.database_url, partitions=args.partitions) as settings:
+        settings = settings.model_copy(update={"worker_batch_size": args.batch_size})
+        stream = random_result_stream(args.results, persons=args.persons, seed=5)
+        producer = Producer(producer_config(settings, **{"linger.ms": 20}))
+        for r in stream:
+            producer.produce(
+                settings.topics.results, r.model_dump_json().encode(), r.patient_pseudonym.encode()
+            )
+            producer.poll(0)
+        producer.flush(120)
+        print(f"{len(stream):,} result versions in {settings.topics.results}")
+
+        dsn = libpq_url(settings.require_database())
+        with tempfile.TemporaryDirectory() as logs:
+            env = settings_env(
+                settings, LABFLOW_WORKER_OPS_PORT=str(free_port()), LABFLOW_LOG_LEVEL="WARNING"
+            )
+            started = time.perf_counter()
+            worker = ServiceProcess("worker", env, Path(logs))
+            consumed = 0
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                while consumed < len(stream):
+                    time.sleep(0.2)
+                    row = conn.execute(
+                        "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
+                    ).fetchone()
+                    consumed = int(row[0]) if row else 0
+                    if worker.proc.poll() is not None:
+                        raise SystemExit(f"worker exited:\n{worker.log()}")
+            elapsed = time.perf_counter() - started
+            worker.stop()
+        url = settings.require_database()
+        consistent = stored_aggregates(url) == full_recomputation(url)
+        with psycopg.connect(dsn) as conn:
+            stored = conn.execute("SELECT count(*) FROM results").fetchone()
+            cases = conn.execute("SELECT count(*) FROM cases").fetchone()
+    rate = len(stream) / elapsed
+    print(
+        f"worker: {len(stream):,} results in {elapsed:.1f} s (process start included) = {rate:,.0f} results/s"
+    )
+    print(
+        f"stored {stored[0] if stored else 0:,} rows, {cases[0] if cases else 0:,} cases; "
+        f"aggregates equal a full recomputation: {consistent}"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "results": len(stream),
+                "persons": args.persons,
+                "partitions": args.partitions,
+                "batch_size": args.batch_size,
+                "elapsed_s": round(elapsed, 2),
+                "results_per_second": round(rate),
+                "aggregates_consistent": consistent,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
