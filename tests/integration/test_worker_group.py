@@ -1,0 +1,78 @@
+"""Two workers in one consumer group share the partitions; one leaves and comes back: same final state."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from confluent_kafka import Producer
+
+from services.core.config import Settings
+from services.core.db.engine import libpq_url
+from services.core.kafka import producer_config
+from tests.integration.test_worker_crash import end_offsets, stored_offsets
+from tests.support import (
+    ServiceProcess,
+    expected_winners,
+    free_port,
+    full_recomputation,
+    random_result_stream,
+    settings_env,
+    stored_aggregates,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_workers_one_stopped_and_restarted_reach_the_same_state(
+    fresh_settings: Settings, tmp_path: Path
+) -> None:
+    settings = fresh_settings.model_copy(update={"worker_batch_size": 100})
+    stream = random_result_stream(12_000, persons=4_000, seed=21)
+    producer = Producer(producer_config(settings))
+    for r in stream:
+        producer.produce(settings.topics.results, r.model_dump_json().encode(), r.patient_pseudonym.encode())
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    ends = {p: o for p, o in end_offsets(settings).items() if o > 0}
+
+    def worker() -> ServiceProcess:
+        return ServiceProcess(
+            "worker", settings_env(settings, LABFLOW_WORKER_OPS_PORT=str(free_port())), tmp_path
+        )
+
+    first, second = worker(), worker()
+    try:
+        wait_until(
+            lambda: "partitions assigned" in second.log(), timeout_s=30, what="the second worker's share"
+        )
+        time.sleep(1.0)
+        assert stored_offsets(settings) != ends, "the stream ended before the rebalance: make it longer"
+        second.stop()  # graceful leave: its partitions move to the first worker
+        time.sleep(1.0)
+        second = worker()  # and it joins again
+        wait_until(
+            lambda: stored_offsets(settings) == ends,
+            timeout_s=180,
+            interval_s=0.5,
+            what="both workers to reach the end of every partition",
+        )
+        assert first.proc.poll() is None, first.log()
+        assert second.proc.poll() is None, second.log()
+    finally:
+        first.stop()
+        second.stop()
+
+    url = settings.require_database()
+    with psycopg.connect(libpq_url(url)) as conn:
+        rows = conn.execute("SELECT result_id, patient_pseudonym, version_key FROM results").fetchall()
+        duplicate_openings = conn.execute(
+            "SELECT payload->>'case_id' FROM outbox WHERE payload->>'type' = 'case.opened' "
+            "GROUP BY 1 HAVING count(*) > 1"
+        ).fetchall()
+    assert {(r[0], r[1]): r[2] for r in rows} == expected_winners(stream)
+    assert stored_aggregates(url) == full_recomputation(url)
+    assert duplicate_openings == []
