@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 
 from services.core.config import Settings
 from services.core.kafka import producer_config
@@ -13,6 +14,7 @@ from services.gateway.identity import IdentityProtector
 from services.gateway.intake import Intake
 from services.gateway.mllp_server import MllpServer
 from services.gateway.publish import KafkaPublisher
+from services.gateway.tls import server_context
 
 log = get_logger(__name__)
 
@@ -38,7 +40,16 @@ def build_mllp_server(settings: Settings, publisher: KafkaPublisher) -> MllpServ
         max_connections=settings.mllp_max_connections,
         idle_timeout_s=settings.mllp_idle_timeout_s,
         read_timeout_s=settings.mllp_read_timeout_s,
+        ssl_context=mllp_tls_context(settings),
     )
+
+
+def mllp_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.mllp_tls_cert is None:
+        return None
+    if settings.mllp_tls_key is None:
+        raise RuntimeError("LABFLOW_MLLP_TLS_CERT is set but LABFLOW_MLLP_TLS_KEY is not")
+    return server_context(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca)
 
 
 async def serve(settings: Settings) -> None:

@@ -13,6 +13,7 @@ from services.gateway.hl7.ack import ack_wanted, build_ack
 from services.gateway.hl7.normalize import Issue, normalize_header
 from services.gateway.intake import Intake
 from services.gateway.mllp import Frame, FrameDecoder, OversizedFrame, StrayBytes, frame
+from services.gateway.tls import lab_of
 
 log = get_logger(__name__)
 
@@ -59,15 +60,19 @@ class MllpServer:
             return
         async with self._slots:
             metrics.CONNECTIONS.inc()
+            ssl_object = writer.get_extra_info("ssl_object")
+            lab = lab_of(ssl_object.getpeercert()) if ssl_object is not None else None
             try:
-                await self._converse(reader, writer)
+                await self._converse(reader, writer, lab)
             except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
                 log.info("mllp connection lost", error=type(exc).__name__)
             finally:
                 metrics.CONNECTIONS.dec()
                 writer.close()
 
-    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _converse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, authenticated_lab: str | None
+    ) -> None:
         decoder = FrameDecoder(self.max_message_bytes)
         while True:
             timeout = self.read_timeout_s if decoder.mid_frame else self.idle_timeout_s
@@ -79,12 +84,14 @@ class MllpServer:
             if not data:
                 return
             for event in decoder.feed(data):
-                reply = await self._answer(event)
+                reply = await self._answer(event, authenticated_lab)
                 if reply is not None:
                     writer.write(frame(reply))
                     await writer.drain()
 
-    async def _answer(self, event: Frame | OversizedFrame | StrayBytes) -> bytes | None:
+    async def _answer(
+        self, event: Frame | OversizedFrame | StrayBytes, authenticated_lab: str | None
+    ) -> bytes | None:
         now = datetime.now(UTC)
         if isinstance(event, StrayBytes):
             metrics.STRAY_BYTES.inc(event.count)
@@ -106,7 +113,7 @@ class MllpServer:
             metrics.MESSAGES.labels(lab, Transport.MLLP.value, "AR").inc()
             log.warning("oversized message rejected", lab=lab, size=event.size)
             return build_ack(header, "AR", [issue], now=now, control_id=header.control_id if header else "")
-        outcome = await self.intake.receive_hl7(event.payload, Transport.MLLP)
+        outcome = await self.intake.receive_hl7(event.payload, Transport.MLLP, authenticated_lab)
         if not ack_wanted(outcome.header, outcome.ack_code):
             return None
         return build_ack(
