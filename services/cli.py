@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 from services.core.config import load_settings
+from services.gateway import labs_cli
+from services.opendata import cli as opendata_cli
+from services.tracing import cli as tracing_cli
 
 app = typer.Typer(
     help="LabFlow: laboratory results pipeline (HL7 v2 → Kafka → PostgreSQL).",
@@ -22,6 +25,9 @@ topics_app = typer.Typer(help="Kafka topics of SPEC §2.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(db_app, name="db")
 app.add_typer(topics_app, name="topics")
+app.add_typer(opendata_cli.app, name="opendata")
+app.add_typer(tracing_cli.app, name="tracing")
+app.add_typer(labs_cli.app, name="labs")
 
 
 @stack_app.command("up")
@@ -88,11 +94,15 @@ def schemas() -> None:
 
 
 @app.command()
-def gateway() -> None:
-    """MLLP listener (default 127.0.0.1:2575)."""
+def gateway(
+    http: Annotated[bool, typer.Option("--http", help="also serve the HTTP intake (LABFLOW_HTTP_PORT)")] = (
+        False
+    ),
+) -> None:
+    """MLLP listener (default 127.0.0.1:2575), and with --http the HTTP intake (default port 8080)."""
     from services.gateway.app import run_gateway
 
-    run_gateway(load_settings())
+    run_gateway(load_settings(), http=http)
 
 
 @app.command()

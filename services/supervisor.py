@@ -10,7 +10,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-SERVICES = ("gateway", "worker")
+from services.core.config import load_settings
+
+SERVICES = ("gateway", "worker", "opendata", "tracing")
 
 
 class Supervisor:
@@ -20,13 +22,19 @@ class Supervisor:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
-        for name in self.services:
+        env, names = os.environ.copy(), list(self.services)
+        settings = load_settings()
+        if "tracing" in names and not settings.tracing_url:
+            # no tracing platform configured: the local stand-in (services/tracing/standin.py) plays it
+            env["LABFLOW_TRACING_URL"] = f"http://127.0.0.1:{settings.tracing_standin_port}/cases"
+            names.insert(names.index("tracing"), "tracing standin")
+        for name in names:
             out = None
             if self.log_dir is not None:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
-                out = (self.log_dir / f"{name}.log").open("ab")
+                out = (self.log_dir / f"{name.replace(' ', '-')}.log").open("ab")
             self.children[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", name], stdout=out, stderr=out, env=os.environ.copy()
+                [sys.executable, "-m", "services.cli", *name.split()], stdout=out, stderr=out, env=env
             )
 
     def poll_failed(self) -> str | None:

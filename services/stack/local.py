@@ -39,6 +39,8 @@ def _write_env(settings: Settings, values: dict[str, str]) -> str:
         private = PrivateKey.generate()
         current["LABFLOW_TRACING_PRIVATE_KEY"] = bytes(private).hex()
         current["LABFLOW_TRACING_PUBLIC_KEY"] = bytes(private.public_key).hex()
+    if "LABFLOW_TRACING_SIGNING_SECRET" not in current:
+        current["LABFLOW_TRACING_SIGNING_SECRET"] = secrets.token_hex(32)
     current.update(values)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = "# written by `labflow stack up`; environment variables override these\n"

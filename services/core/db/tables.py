@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, DateTime, Index, Integer, SmallInteger, String, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    func,
+    text,
+    true,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import CheckConstraint
 
 
 class Base(DeclarativeBase):
@@ -154,3 +168,70 @@ class PersonIdentity(Base):
     patient_pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
     sealed_identity: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TracingDelivery(Base):
+    """One case event on its way to the contact-tracing platform (SPEC §6).
+
+    Events of one case are delivered in `id` order. Only the sealed identity is kept; it is opened
+    in memory right before sending.
+    """
+
+    __tablename__ = "tracing_deliveries"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="ck_tracing_deliveries_status"),
+        Index("ix_tracing_deliveries_case_id", "case_id", "id"),
+        Index(
+            "ix_tracing_deliveries_undelivered", "case_id", "id",
+            postgresql_where=text("status <> 'delivered'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    case_id: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(10), server_default="pending")
+    message: Mapped[dict[str, object]] = mapped_column(JSONB)
+    sealed_identity: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_owner: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Lab(Base):
+    """A laboratory allowed to send: lab id = MSH-4 namespace id; only a salted hash of its HTTP token."""
+
+    __tablename__ = "labs"
+
+    lab_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    finess: Mapped[str | None] = mapped_column(String(9))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    token_hash: Mapped[str | None] = mapped_column(Text)
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Submission(Base):
+    """One HTTP submission and the JSON answered for it (`GET /v1/submissions/{id}`)."""
+
+    __tablename__ = "submissions"
+    __table_args__ = (Index("ix_submissions_lab_id_received_at", "lab_id", "received_at"),)
+
+    submission_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    lab_id: Mapped[str] = mapped_column(Text)
+    transport: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20))
+    accepted: Mapped[int] = mapped_column(Integer)
+    rejected: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, object]] = mapped_column(JSONB)

@@ -1,0 +1,224 @@
+"""PostgreSQL adapter of the tracing handoff: one `tracing_deliveries` row per case event.
+
+- The consumer inserts events (`ON CONFLICT (event_id) DO NOTHING`: a re-published event is stored,
+  hence delivered, once) before it commits its Kafka offsets.
+- A delivery claims one event with a lease (`lease_owner`, `lease_until`) by an atomic UPDATE, so two
+  instances never send the same event at the same time; a crashed instance's lease expires and
+  the event is sent again with the same idempotency key (its answer was lost).
+- Only the head of a case — its oldest event not yet delivered — is picked: an update never
+  overtakes its opening, and a failed event holds back the later events of its case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from services.core.domain.case_event import CaseEventMessage
+
+INSERT_EVENT = """
+INSERT INTO tracing_deliveries (event_id, case_id, type, message, sealed_identity, first_received_at)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+HEAD = """
+SELECT d.id, d.attempts, d.queued_at FROM tracing_deliveries d
+WHERE d.id = (SELECT h.id FROM tracing_deliveries h
+              WHERE h.case_id = %s AND h.status <> 'delivered' ORDER BY h.id LIMIT 1)
+  AND d.status = 'pending' AND d.next_attempt_at <= now()
+  AND (d.lease_until IS NULL OR d.lease_until < now())
+"""
+
+CLAIM = """
+UPDATE tracing_deliveries d
+SET attempts = d.attempts + 1, last_attempt_at = now(), lease_owner = %(owner)s,
+    lease_until = now() + %(lease_s)s * interval '1 second'
+WHERE d.id = %(id)s AND d.status = 'pending' AND (d.lease_until IS NULL OR d.lease_until < now())
+RETURNING d.id, d.message, d.sealed_identity, d.attempts,
+    (SELECT p.type FROM tracing_deliveries p
+     WHERE p.case_id = d.case_id AND p.id < d.id AND p.status = 'delivered' ORDER BY p.id DESC LIMIT 1)
+"""
+
+DUE_CASES = """
+SELECT case_id FROM (
+    SELECT DISTINCT ON (case_id) case_id, status, next_attempt_at, lease_until
+    FROM tracing_deliveries WHERE status <> 'delivered' ORDER BY case_id, id
+) head
+WHERE status = 'pending' AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
+  AND case_id <> ALL(%s)
+ORDER BY next_attempt_at
+LIMIT %s
+"""
+
+FAILED_EVENTS = """
+SELECT f.case_id, f.event_id, f.type, f.attempts, f.last_error, f.last_attempt_at, f.first_received_at,
+    (SELECT count(*) FROM tracing_deliveries w
+     WHERE w.case_id = f.case_id AND w.id > f.id AND w.status = 'pending')
+FROM tracing_deliveries f WHERE f.status = 'failed' ORDER BY f.last_attempt_at, f.id
+"""
+
+REDELIVER = """
+UPDATE tracing_deliveries
+SET status = 'pending', attempts = 0, next_attempt_at = now(), queued_at = now(),
+    lease_owner = NULL, lease_until = NULL
+WHERE status = 'failed' AND (%(case_id)s::text IS NULL OR case_id = %(case_id)s)
+"""
+
+UNDELIVERED_COUNTS = (
+    "SELECT status, count(*) FROM tracing_deliveries WHERE status <> 'delivered' GROUP BY status"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadEvent:
+    """The oldest undelivered event of a case, when it is pending, due and not leased."""
+
+    id: int
+    attempts: int  # spent so far, by this run of the service or earlier ones
+    queued_at: datetime  # the give-up clock starts here (reset by `redeliver`)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedEvent:
+    id: int
+    event: CaseEventMessage  # without its sealed identity
+    sealed_identity: str | None
+    attempts: int  # including the attempt this claim is for
+    previous_delivered: str | None  # type of the case's last delivered event
+
+
+@dataclass(frozen=True, slots=True)
+class FailedEvent:
+    case_id: str
+    event_id: str
+    type: str
+    attempts: int
+    last_error: str | None
+    failed_at: datetime | None
+    first_received_at: datetime
+    waiting: int  # later events of the case held back behind this one
+
+
+def _event_row(event: CaseEventMessage) -> tuple[object, ...]:
+    message = event.model_dump(mode="json", exclude={"sealed_identity"})
+    return (event.event_id, event.case_id, event.type, Jsonb(message), event.sealed_identity,
+            event.first_received_at)
+
+
+def _claimed(row: tuple[Any, ...] | None) -> ClaimedEvent | None:
+    if row is None:
+        return None
+    pk, message, sealed, attempts, previous = row
+    return ClaimedEvent(int(pk), CaseEventMessage.model_validate(message), sealed, int(attempts), previous)
+
+
+class TracingStore:
+    """Synchronous side: the Kafka consumer and the operator commands."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.dsn)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    def store_events(self, events: Sequence[CaseEventMessage]) -> int:
+        """Store events not seen before, in order; returns how many were new."""
+        conn = self._connection()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(INSERT_EVENT, [_event_row(e) for e in events])
+                return max(cur.rowcount, 0)
+        except psycopg.OperationalError:
+            conn.close()
+            raise
+
+    def failed_events(self) -> list[FailedEvent]:
+        with self._connection().transaction() as tx:
+            rows = tx.connection.execute(FAILED_EVENTS).fetchall()
+        return [FailedEvent(*row) for row in rows]
+
+    def redeliver(self, case_id: str | None) -> int:
+        """Failed events of `case_id` (all cases when None) back to pending with a fresh retry budget."""
+        with self._connection().transaction() as tx:
+            return tx.connection.execute(REDELIVER, {"case_id": case_id}).rowcount
+
+
+class DeliveryStore:
+    """Asynchronous side: the delivery loop (one connection, statements in autocommit)."""
+
+    def __init__(self, dsn: str, owner: str) -> None:
+        self.dsn = dsn
+        self.owner = owner
+        self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+
+    async def _execute(self, sql: str, params: Sequence[object] | dict[str, object]) -> psycopg.AsyncCursor[
+        tuple[Any, ...]
+    ]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        try:
+            return await self._conn.execute(sql, params)
+        except psycopg.OperationalError:
+            await self._conn.close()
+            raise
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def due_cases(self, limit: int, busy: Sequence[str]) -> list[str]:
+        """Cases whose head event may be sent now, `busy` ones (already in hand here) excepted."""
+        cur = await self._execute(DUE_CASES, (list(busy), limit))
+        return [str(row[0]) for row in await cur.fetchall()]
+
+    async def head(self, case_id: str) -> HeadEvent | None:
+        cur = await self._execute(HEAD, (case_id,))
+        row = await cur.fetchone()
+        return None if row is None else HeadEvent(int(row[0]), int(row[1]), row[2])
+
+    async def claim(self, event_pk: int, lease_s: float) -> ClaimedEvent | None:
+        """Lease the event for one attempt; None when it is delivered, failed or leased elsewhere."""
+        cur = await self._execute(CLAIM, {"id": event_pk, "owner": self.owner, "lease_s": lease_s})
+        return _claimed(await cur.fetchone())
+
+    async def record_retry(self, event_pk: int, error: str, delay_s: float) -> None:
+        await self._execute(
+            "UPDATE tracing_deliveries SET last_error = %s, "
+            "next_attempt_at = now() + %s * interval '1 second', lease_owner = NULL, lease_until = NULL "
+            "WHERE id = %s AND status = 'pending' AND lease_owner = %s",
+            (error, delay_s, event_pk, self.owner),
+        )
+
+    async def mark_failed(self, event_pk: int, error: str) -> None:
+        await self._execute(
+            "UPDATE tracing_deliveries SET status = 'failed', last_error = %s, lease_owner = NULL, "
+            "lease_until = NULL WHERE id = %s AND status = 'pending' AND lease_owner = %s",
+            (error, event_pk, self.owner),
+        )
+
+    async def mark_delivered(self, event_pk: int) -> bool:
+        """Unconditional on the lease: the platform answered 2xx, that is the truth. False if the event
+        was already marked delivered (by an instance whose lease this one took over)."""
+        cur = await self._execute(
+            "UPDATE tracing_deliveries SET status = 'delivered', delivered_at = now(), lease_owner = NULL, "
+            "lease_until = NULL WHERE id = %s AND status <> 'delivered' RETURNING id",
+            (event_pk,),
+        )
+        return await cur.fetchone() is not None
+
+    async def undelivered_counts(self) -> dict[str, int]:
+        cur = await self._execute(UNDELIVERED_COUNTS, ())
+        return {str(status): int(n) for status, n in await cur.fetchall()}
