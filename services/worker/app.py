@@ -11,6 +11,7 @@ from services.core.db.engine import libpq_url
 from services.core.kafka import consumer_config, producer_config
 from services.core.logs import configure_logging
 from services.core.ops_http import OpsServer
+from services.core.runtime import tune_garbage_collector
 from services.worker.pipeline import ResultsWorker
 from services.worker.relay import OutboxRelay
 from services.worker.store import ResultStore
@@ -49,6 +50,7 @@ def run_worker(settings: Settings) -> None:
     relay_thread = threading.Thread(target=relay.run, name="outbox-relay", daemon=True)
     relay_thread.start()
     ops = OpsServer("127.0.0.1", settings.worker_ops_port, ready=worker.ready.is_set).start()
+    tune_garbage_collector()
     try:
         worker.run()
     finally:

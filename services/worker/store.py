@@ -77,7 +77,11 @@ PRECEDENCE = {
     ResultStatus.WRONG_PATIENT: 3,
 }
 
+# The upsert, and per lab and reception day (UTC) the results it newly stored: count, positives and
+# a histogram of collection → reception delay in whole hours. Returns the persons whose results
+# changed and how many rows changed.
 UPSERT_RESULTS = f"""
+WITH upserted AS (
 INSERT INTO results ({_COLS})
 SELECT DISTINCT ON (result_id, patient_pseudonym) {_COLS} FROM incoming_results
 ORDER BY result_id, patient_pseudonym, precedence DESC, result_at DESC NULLS LAST, version_key DESC,
@@ -87,7 +91,23 @@ WHERE (EXCLUDED.precedence, COALESCE(EXCLUDED.result_at, '-infinity'), EXCLUDED.
        results.received_at)
     > (results.precedence, COALESCE(results.result_at, '-infinity'), results.version_key,
        EXCLUDED.received_at)
-RETURNING patient_pseudonym, (xmax = 0) AS inserted, sending_facility, outcome, collected_at, received_at
+RETURNING patient_pseudonym, (xmax = 0) AS inserted, sending_facility AS lab,
+          (received_at AT TIME ZONE 'UTC')::date AS day, outcome,
+          greatest(floor(extract(epoch FROM received_at - collected_at) / 3600), 0)::int AS delay_hours
+), daily AS (
+INSERT INTO lab_daily (lab, day, results, positives)
+SELECT lab, day, count(*), count(*) FILTER (WHERE outcome = 'positive')
+FROM upserted WHERE inserted GROUP BY lab, day ORDER BY lab, day
+ON CONFLICT (lab, day) DO UPDATE
+SET results = lab_daily.results + EXCLUDED.results, positives = lab_daily.positives + EXCLUDED.positives
+), delays AS (
+INSERT INTO lab_delays (lab, day, delay_hours, n)
+SELECT lab, day, delay_hours, count(*)
+FROM upserted WHERE inserted GROUP BY lab, day, delay_hours ORDER BY lab, day, delay_hours
+ON CONFLICT (lab, day, delay_hours) DO UPDATE SET n = lab_delays.n + EXCLUDED.n
+)
+SELECT coalesce(array_agg(DISTINCT patient_pseudonym ORDER BY patient_pseudonym), '{{}}'), count(*)
+FROM upserted
 """
 
 SELECT_PERSON_RESULTS = """
@@ -244,12 +264,11 @@ class ResultStore:
             with cur.copy(f"COPY incoming_results ({_COLS}) FROM STDIN") as copy:
                 for r in results:
                     copy.write_row(_row(r))
-            changed = cur.execute(UPSERT_RESULTS).fetchall()
+            row = cur.execute(UPSERT_RESULTS).fetchone()
+            touched, changed = (list(row[0]), int(row[1])) if row else ([], 0)
             self._store_identities(cur, results)
-            self._count_lab_receptions(cur, [c for c in changed if c[1]])
-            touched = sorted({str(c[0]) for c in changed})
             aggregate_rows, events = self._reevaluate(cur, touched, results) if touched else (0, 0)
-            return BatchWritten(len(changed), len(touched), aggregate_rows, events)
+            return BatchWritten(changed, len(touched), aggregate_rows, events)
 
     def _advance_offsets(
         self, cur: psycopg.Cursor[tuple[Any, ...]], progress: Sequence[PartitionProgress]
@@ -284,35 +303,6 @@ class ResultStore:
                 "SET sealed_identity = EXCLUDED.sealed_identity, received_at = EXCLUDED.received_at "
                 "WHERE EXCLUDED.received_at > person_identities.received_at",
             )
-
-    def _count_lab_receptions(
-        self, cur: psycopg.Cursor[tuple[Any, ...]], inserted: Sequence[tuple[Any, ...]]
-    ) -> None:
-        """Per lab and reception day: new results, positives, delay histogram (whole hours)."""
-        daily: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
-        delays: dict[tuple[str, date, int], int] = defaultdict(int)
-        for _pseudonym, _inserted, lab, outcome, collected_at, received_at in inserted:
-            assert isinstance(received_at, datetime) and isinstance(collected_at, datetime)
-            key = (str(lab), received_at.astimezone(UTC).date())
-            daily[key][0] += 1
-            daily[key][1] += outcome == Outcome.POSITIVE.value
-            hours = max(int((received_at - collected_at).total_seconds() // 3600), 0)
-            delays[(*key, hours)] += 1
-        _bulk_insert(
-            cur,
-            "lab_daily (lab, day, results, positives)",
-            ("text", "date", "int", "int"),
-            [(lab, day, n, pos) for (lab, day), (n, pos) in sorted(daily.items())],
-            "ON CONFLICT (lab, day) DO UPDATE SET results = lab_daily.results + EXCLUDED.results, "
-            "positives = lab_daily.positives + EXCLUDED.positives",
-        )
-        _bulk_insert(
-            cur,
-            "lab_delays (lab, day, delay_hours, n)",
-            ("text", "date", "int", "int"),
-            [(*k, n) for k, n in sorted(delays.items())],
-            "ON CONFLICT (lab, day, delay_hours) DO UPDATE SET n = lab_delays.n + EXCLUDED.n",
-        )
 
     def _reevaluate(
         self, cur: psycopg.Cursor[tuple[Any, ...]], pseudonyms: list[str], results: Sequence[LabResult]
