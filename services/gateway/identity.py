@@ -21,7 +21,7 @@ import unicodedata
 from datetime import date
 from typing import Any
 
-from services.core.sealing import seal
+from services.core.sealing import Sealer
 from services.gateway.ins import normalize_matricule
 
 _LIGATURES = str.maketrans({"Œ": "OE", "œ": "oe", "Æ": "AE", "æ": "ae", "ß": "ss"})
@@ -45,7 +45,7 @@ def first_of_given_names(given_names: str) -> str:
 class IdentityProtector:
     """Keyed pseudonyms and identity sealing; holds the gateway's secrets."""
 
-    __slots__ = ("_key", "_tracing_public_key")
+    __slots__ = ("_key", "_sealer")
 
     def __init__(self, pseudonym_key: bytes, tracing_public_key: bytes) -> None:
         if len(pseudonym_key) < 16:
@@ -53,7 +53,7 @@ class IdentityProtector:
         if len(tracing_public_key) != 32:
             raise ValueError("the tracing public key must be a 32-byte Curve25519 key")
         self._key = pseudonym_key
-        self._tracing_public_key = tracing_public_key
+        self._sealer = Sealer(tracing_public_key)
 
     def _hmac(self, material: bytes) -> str:
         return hmac.new(self._key, material, hashlib.sha256).hexdigest()
@@ -77,4 +77,4 @@ class IdentityProtector:
 
     def seal(self, identity: dict[str, Any]) -> str:
         """The identity sealed for the tracing service (see services.core.sealing)."""
-        return seal(self._tracing_public_key, identity)
+        return self._sealer.seal(identity)
