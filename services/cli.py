@@ -6,9 +6,10 @@ import json
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 
 from services.core.config import load_settings
-from services.gateway import labs_cli
+from services.gateway import labs_cli, rejections_cli
 from services.opendata import cli as opendata_cli
 from services.tracing import cli as tracing_cli
 
@@ -28,6 +29,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(opendata_cli.app, name="opendata")
 app.add_typer(tracing_cli.app, name="tracing")
 app.add_typer(labs_cli.app, name="labs")
+app.add_typer(rejections_cli.app, name="rejected")
 
 
 @stack_app.command("up")
@@ -85,6 +87,20 @@ def topics_create(
 
 
 @app.command()
+def purge(
+    days: Annotated[int | None, typer.Option(help="default LABFLOW_NOMINATIVE_RETENTION_DAYS (90)")] = None,
+) -> None:
+    """Remove sealed identities older than the retention limit (run it daily)."""
+    from services.core.db.engine import libpq_url
+    from services.core.retention import purge_nominative
+
+    settings = load_settings()
+    limit = settings.nominative_retention_days if days is None else days
+    for table, rows in purge_nominative(libpq_url(settings.require_database()), limit).items():
+        typer.echo(f"{table}: {rows} identities older than {limit} days removed")
+
+
+@app.command()
 def schemas() -> None:
     """Regenerate schemas/ (a JSON Schema per topic) from the pydantic models."""
     from services.core.domain.contracts import write_schemas
@@ -139,18 +155,26 @@ def demo(
     supervisor = Supervisor(log_dir=log_dir)
     supervisor.start()
     try:
-        wait_for_services(settings)
+        wait_for_services(settings, supervisor.poll_failed)
         typer.echo(f"services up (logs in {log_dir}); {labs} labs sending {messages} messages over MLLP …")
         summary = replay(settings, labs=labs, messages=messages, seed=seed)
         typer.echo(json.dumps(summary.as_dict(), indent=2))
         typer.echo(
             f"{summary.results_acknowledged} results acknowledged (AA), {summary.results_stored} stored in "
-            f"PostgreSQL, {summary.acks.get('AE', 0)} messages answered AE as expected"
+            f"PostgreSQL, {summary.acks.get('AE', 0)} messages answered AE as expected; "
+            f"{summary.cases_handed_over} of {summary.cases_opened} cases handed over to contact tracing"
+        )
+        typer.echo(
+            f"open data: {summary.opendata_dir} (served on http://127.0.0.1:{settings.opendata_port}/)"
         )
         if not summary.ok:
             raise typer.Exit(1)
         if once:
             return
+        typer.echo(
+            f"dashboard on http://{settings.dashboard_host}:{settings.dashboard_port}/ — log in with the "
+            f"token {(settings.dashboard_tokens or SecretStr('?')).get_secret_value().split(',')[0]}"
+        )
         typer.echo(
             f"gateway MLLP on {settings.mllp_host}:{settings.mllp_port}, metrics on "
             f"http://127.0.0.1:{settings.gateway_ops_port}/metrics; Ctrl-C to stop"

@@ -43,9 +43,15 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
     """Create the SPEC §2 topics; existing ones are left as they are. Returns topic -> outcome."""
     admin = AdminClient({"bootstrap.servers": settings.require_kafka()})
     existing = set(admin.list_topics(timeout=timeout_s).topics)
+    # raw and rejected payloads are nominative (names, INS, phone): kept only as long as allowed
+    nominative = {settings.topics.raw, settings.topics.rejected}
+    retention_ms = str(settings.nominative_retention_days * 24 * 3600 * 1000)
     wanted = [
         NewTopic(
-            name, num_partitions=settings.topic_partitions, replication_factor=settings.topic_replication
+            name,
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication,
+            config={"retention.ms": retention_ms} if name in nominative else {},
         )
         for name in settings.topics.all()
         if name not in existing

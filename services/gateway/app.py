@@ -10,8 +10,11 @@ from services.core.config import Settings
 from services.core.kafka import producer_config
 from services.core.logs import configure_logging, get_logger
 from services.core.ops_http import OpsServer
+from services.core.runtime import tune_garbage_collector
+from services.gateway.http_api import HttpServer
 from services.gateway.identity import IdentityProtector
 from services.gateway.intake import Intake
+from services.gateway.labs import LabRegistry, registry_for
 from services.gateway.mllp_server import MllpServer
 from services.gateway.publish import KafkaPublisher
 from services.gateway.tls import server_context
@@ -30,10 +33,15 @@ def identity_protector(settings: Settings) -> IdentityProtector:
     )
 
 
-def build_mllp_server(settings: Settings, publisher: KafkaPublisher) -> MllpServer:
-    intake = Intake(publisher, settings.topics, identity_protector(settings))
+def build_intake(settings: Settings, publisher: KafkaPublisher, labs: LabRegistry | None) -> Intake:
+    return Intake(publisher, settings.topics, identity_protector(settings), labs)
+
+
+def build_mllp_server(
+    settings: Settings, publisher: KafkaPublisher, labs: LabRegistry | None = None
+) -> MllpServer:
     return MllpServer(
-        intake,
+        build_intake(settings, publisher, labs),
         host=settings.mllp_host,
         port=settings.mllp_port,
         max_message_bytes=settings.mllp_max_message_bytes,
@@ -52,11 +60,20 @@ def mllp_tls_context(settings: Settings) -> ssl.SSLContext | None:
     return server_context(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, http: bool = False) -> None:
     publisher = KafkaPublisher(producer_config(settings))
-    server = build_mllp_server(settings, publisher)
+    registry = registry_for(settings) if http or settings.lab_registry_enforced else None
+    if registry is not None:
+        await registry.start()
+    server = build_mllp_server(settings, publisher, registry if settings.lab_registry_enforced else None)
     await server.start()
-    ops = OpsServer(settings.mllp_host, settings.gateway_ops_port, ready=lambda: True).start()
+    tune_garbage_collector()
+    http_server = HttpServer.for_gateway(settings, server.intake, registry) if registry and http else None
+    if http_server is not None:
+        http_server.start()
+    ops = OpsServer(
+        settings.mllp_host, settings.gateway_ops_port, ready=lambda: registry is None or registry.loaded
+    ).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -64,10 +81,14 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     log.info("gateway stopping")
     await server.close()
+    if http_server is not None:
+        await http_server.stop()
+    if registry is not None:
+        await registry.stop()
     ops.stop()
     publisher.close()
 
 
-def run_gateway(settings: Settings) -> None:
+def run_gateway(settings: Settings, http: bool = False) -> None:
     configure_logging("gateway", settings.log_level)
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, http))

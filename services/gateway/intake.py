@@ -19,6 +19,7 @@ from services.core.logs import get_logger
 from services.gateway import metrics
 from services.gateway.hl7.normalize import Issue, MessageHeader, Normalized, normalize_oru
 from services.gateway.identity import IdentityProtector
+from services.gateway.labs import REGISTRY_UNAVAILABLE, LabRegistry, RegistryUnavailable
 from services.gateway.publish import DeliveryFailed, KafkaPublisher, Record
 
 log = get_logger(__name__)
@@ -48,10 +49,18 @@ class IntakeOutcome:
 
 
 class Intake:
-    def __init__(self, publisher: KafkaPublisher, topics: Topics, protector: IdentityProtector) -> None:
+    def __init__(
+        self,
+        publisher: KafkaPublisher,
+        topics: Topics,
+        protector: IdentityProtector,
+        labs: LabRegistry | None = None,
+    ) -> None:
         self.publisher = publisher
         self.topics = topics
         self.protector = protector
+        self.labs = labs
+        """When set, only registered, enabled labs are admitted (LABFLOW_LAB_REGISTRY_ENFORCED)."""
 
     async def receive_hl7(
         self, raw: bytes, transport: Transport, authenticated_lab: str | None = None
@@ -65,6 +74,25 @@ class Intake:
             protector=self.protector,
             authenticated_lab=authenticated_lab,
         )
+        return await self.receive_normalized(raw, transport, normalized, received_at, started)
+
+    async def receive_normalized(
+        self,
+        raw: bytes,
+        transport: Transport,
+        normalized: Normalized,
+        received_at: datetime,
+        started: float | None = None,
+    ) -> IntakeOutcome:
+        """Admit and store content normalized by the caller (FHIR, CSV); `raw` is kept as received."""
+        started = time.perf_counter() if started is None else started
+        if self.labs is not None and normalized.header is not None and normalized.ack_code != "AR":
+            try:
+                refusal = await self.labs.admission_issue(normalized.header)
+            except RegistryUnavailable:
+                return IntakeOutcome("AE", normalized.header, [REGISTRY_UNAVAILABLE], [], received_at)
+            if refusal is not None:
+                normalized = Normalized(normalized.header, issues=[refusal])
         outcome = await self._store(raw, transport, received_at, normalized)
         lab = outcome.header.sending_facility if outcome.header else "unknown"
         metrics.MESSAGES.labels(lab, transport.value, outcome.ack_code).inc()

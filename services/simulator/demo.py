@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 
 from services.core.config import Settings
-from services.core.db.engine import libpq_url
+from services.core.db.engine import libpq_url, make_engine
 from services.core.logs import get_logger
+from services.gateway.labs import MISS_REFRESH_S, LabDirectory
 from services.simulator.client import MllpClient
 from services.simulator.oru import Observation, Order, Patient, build_oru_r01, random_order, random_patient
 
@@ -45,12 +49,19 @@ class DemoSummary:
     results_acknowledged: int = 0
     results_stored: int = 0
     cases_opened: int = 0
+    cases_handed_over: int = 0
+    opendata_dir: str = ""
+    opendata_files: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.unexpected_acks == 0 and self.results_stored == self.results_acknowledged
+        return (
+            self.unexpected_acks == 0
+            and self.results_stored == self.results_acknowledged
+            and self.cases_handed_over == self.cases_opened
+        )
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -61,6 +72,9 @@ class DemoSummary:
             "results_acknowledged": self.results_acknowledged,
             "results_stored": self.results_stored,
             "cases_opened": self.cases_opened,
+            "cases_handed_over_to_tracing": self.cases_handed_over,
+            "opendata_dir": self.opendata_dir,
+            "opendata_files": self.opendata_files,
             "elapsed_s": round(self.elapsed_s, 2),
             "ok": self.ok,
             "notes": self.notes,
@@ -156,15 +170,43 @@ def count_stored(settings: Settings, keys: set[tuple[str, str]]) -> int:
     return int(row[0]) if row else 0
 
 
-def count_cases(settings: Settings) -> int:
+def count_cases(settings: Settings) -> tuple[int, int]:
+    """Cases opened by the worker, and openings the tracing platform acknowledged."""
     with psycopg.connect(libpq_url(settings.require_database())) as conn:
-        row = conn.execute("SELECT count(*) FROM cases WHERE status = 'open'").fetchone()
-    return int(row[0]) if row else 0
+        opened = conn.execute("SELECT count(*) FROM cases").fetchone()
+        delivered = conn.execute(
+            "SELECT count(*) FROM tracing_deliveries WHERE type = 'case.opened' AND status = 'delivered'"
+        ).fetchone()
+    return (int(opened[0]) if opened else 0), (int(delivered[0]) if delivered else 0)
+
+
+def publish_open_data(settings: Settings) -> list[str]:
+    """Publish now, as the daily job would, through the operator command (services stay apart)."""
+    subprocess.run(
+        [sys.executable, "-m", "services.cli", "opendata", "publish"], check=True, capture_output=True
+    )
+    return sorted(p.name for p in settings.opendata_path.glob("sp-pos-*.csv") if "-20" not in p.name)
+
+
+def register_labs(settings: Settings, lab_ids: list[str]) -> None:
+    """Register the demo labs in the lab registry (as an operator would), if not yet there."""
+    engine = make_engine(settings.require_database())
+    try:
+        directory = LabDirectory(engine)
+        known = {lab.lab_id for lab in directory.all()}
+        for lab_id in lab_ids:
+            if lab_id not in known:
+                directory.add(lab_id, f"Demo laboratory {lab_id[-2:]}", None, None)
+    finally:
+        engine.dispose()
+    if not known.issuperset(lab_ids):
+        time.sleep(MISS_REFRESH_S)  # until a running gateway may have reloaded its registry
 
 
 def replay(settings: Settings, *, labs: int, messages: int, seed: int, wait_s: float = 120.0) -> DemoSummary:
     run_tag = uuid.uuid4().hex[:6].upper()
     plan = plan_traffic(labs, messages, seed, run_tag)
+    register_labs(settings, sorted({message.lab for lab_plan in plan for message in lab_plan}))
     summary = DemoSummary(labs=labs)
     acknowledged: set[tuple[str, str]] = set()
     started = time.monotonic()
@@ -185,18 +227,26 @@ def replay(settings: Settings, *, labs: int, messages: int, seed: int, wait_s: f
         if summary.results_stored >= summary.results_acknowledged or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    summary.cases_opened = count_cases(settings)
+    while True:  # the handoff runs behind the worker: give it a moment to catch up
+        summary.cases_opened, summary.cases_handed_over = count_cases(settings)
+        if summary.cases_handed_over >= summary.cases_opened or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    summary.opendata_files = publish_open_data(settings)
+    summary.opendata_dir = str(settings.opendata_path)
     summary.elapsed_s = time.monotonic() - started
     return summary
 
 
-def wait_for_services(settings: Settings, timeout_s: float = 60.0) -> None:
-    """The gateway accepts MLLP connections and the worker has its partitions."""
+def wait_for_services(
+    settings: Settings, exited: Callable[[], str | None] = lambda: None, timeout_s: float = 60.0
+) -> None:
+    """The gateway accepts MLLP connections, the worker has its partitions, tracing is consuming."""
     import socket
     import urllib.request
 
     deadline = time.monotonic() + timeout_s
-    pending = {"gateway", "worker"}
+    pending = {"gateway", "worker", "tracing"}
     while pending:
         if "gateway" in pending:
             try:
@@ -204,12 +254,16 @@ def wait_for_services(settings: Settings, timeout_s: float = 60.0) -> None:
                 pending.discard("gateway")
             except OSError:
                 pass
-        if "worker" in pending:
+        for name, port in (("worker", settings.worker_ops_port), ("tracing", settings.tracing_ops_port)):
+            if name not in pending:
+                continue
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{settings.worker_ops_port}/readyz", timeout=1):
-                    pending.discard("worker")
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                    pending.discard(name)
             except OSError:
                 pass
+        if (dead := exited()) is not None:
+            raise RuntimeError(f"{dead} exited during start-up; see its log in {settings.state_dir / 'logs'}")
         if pending and time.monotonic() > deadline:
             raise RuntimeError(f"services not ready after {timeout_s:.0f}s: {', '.join(sorted(pending))}")
         time.sleep(0.3)

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from services.core.config import Settings
+from services.core.db.engine import make_engine
+from services.gateway.labs import LabDirectory
 from tests.support import ServiceProcess, free_port, http_status, port_open, settings_env, wait_until
 
 
@@ -15,6 +17,12 @@ def services(fresh_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     settings = fresh_settings.model_copy(update={
         "mllp_port": free_port(), "gateway_ops_port": free_port(), "worker_ops_port": free_port(),
     })
+    # the labs the e2e tests send as: LAB-E2E and those of services.simulator.demo.plan_traffic
+    engine = make_engine(settings.require_database())
+    directory = LabDirectory(engine)
+    for lab_id in ("LAB-E2E", *(f"DEMO-LAB-{i:02d}" for i in range(1, 100))):
+        directory.add(lab_id, f"Test laboratory {lab_id}", None, None)
+    engine.dispose()
     env = settings_env(settings)
     procs = [ServiceProcess("gateway", env, tmp_path), ServiceProcess("worker", env, tmp_path)]
     try:

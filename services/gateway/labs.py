@@ -1,0 +1,299 @@
+"""The lab registry (SPEC §8: labs authenticate and may only send as themselves).
+
+`LabDirectory` is the database side (the `labs` table, used by `labflow labs …` and the registry);
+`LabRegistry` is what the gateway asks on the hot path: an in-memory snapshot of every lab, reloaded
+every `refresh_s` and, at most every `miss_refresh_s`, when a lab id it does not know shows up (so a
+newly registered lab can send at once without a query per message).
+
+HTTP tokens are `<lab id>.<secret>`; only a salted scrypt hash is stored. A verified token is
+remembered in memory (keyed by its SHA-256 and the stored hash) so scrypt runs once per token and
+process, and issuing a new token revokes the old one at the next refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from services.core.config import Settings
+from services.core.db import tables
+from services.core.db.engine import make_engine
+from services.core.logs import get_logger
+from services.gateway.hl7.normalize import UNKNOWN_KEY_IDENTIFIER, Issue, MessageHeader
+
+log = get_logger(__name__)
+
+MISS_REFRESH_S = 2.0
+"""Longest time before a gateway sees a newly registered lab (reload on an unknown lab id)."""
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+_LAB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_FINESS = re.compile(r"^(\d{2}|2A|2B)\d{7}$")
+
+REGISTRY_UNAVAILABLE = Issue(
+    segment="MSH",
+    sequence=1,
+    field=None,
+    component=None,
+    code="207",
+    severity="E",
+    text="the lab registry could not be read right now; send it again",
+)
+
+
+class RegistryUnavailable(Exception):
+    """The registry has never been loaded: no lab can be admitted or refused yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lab:
+    lab_id: str
+    name: str
+    finess: str | None
+    enabled: bool
+    token_hash: str | None
+    cert_fingerprint: str | None
+
+
+def validate_lab_id(lab_id: str) -> str:
+    """A lab id is what the lab sends in MSH-4.1: no HL7 delimiters, no spaces."""
+    if not _LAB_ID.match(lab_id):
+        raise ValueError(
+            "lab id must be 1-64 characters among letters, digits, '.', '_' and '-' (as sent in MSH-4.1)"
+        )
+    return lab_id
+
+
+def validate_finess(finess: str) -> str:
+    value = finess.strip().upper()
+    if not _FINESS.match(value):
+        raise ValueError("FINESS must be 9 characters: a department (2 digits, 2A or 2B) then 7 digits")
+    return value
+
+
+def normalize_fingerprint(fingerprint: str) -> str:
+    """SHA-256 certificate fingerprint as 64 lowercase hex digits (colons and spaces are dropped)."""
+    value = fingerprint.replace(":", "").replace(" ", "").lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError("certificate fingerprint must be a SHA-256 digest: 64 hex digits")
+    return value
+
+
+def new_token(lab_id: str) -> str:
+    return f"{lab_id}.{secrets.token_urlsafe(32)}"
+
+
+def token_lab_id(token: str) -> str | None:
+    lab_id, dot, secret = token.rpartition(".")
+    return lab_id if dot and lab_id and secret else None
+
+
+def hash_token(token: str, salt: bytes | None = None) -> str:
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    digest = hashlib.scrypt(token.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    encoded = (base64.b64encode(part).decode() for part in (salt, digest))
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${'$'.join(encoded)}"
+
+
+def verify_token(token: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt_b64, digest_b64 = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        salt, expected = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
+        digest = hashlib.scrypt(
+            token.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=len(expected)
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(digest, expected)
+
+
+class LabDirectory:
+    """The `labs` table."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def add(self, lab_id: str, name: str, finess: str | None, cert_fingerprint: str | None) -> Lab:
+        """Register a lab; ValueError when it (or its certificate) is already registered."""
+        lab = Lab(
+            validate_lab_id(lab_id),
+            name,
+            validate_finess(finess) if finess else None,
+            True,
+            None,
+            normalize_fingerprint(cert_fingerprint) if cert_fingerprint else None,
+        )
+        row = tables.Lab(
+            lab_id=lab.lab_id,
+            name=name,
+            finess=lab.finess,
+            enabled=True,
+            cert_fingerprint=lab.cert_fingerprint,
+        )
+        try:
+            with Session(self.engine) as session, session.begin():
+                session.add(row)
+        except IntegrityError as exc:
+            raise ValueError(f"lab {lab_id} or its certificate fingerprint is already registered") from exc
+        return lab
+
+    def all(self) -> list[Lab]:
+        with Session(self.engine) as session:
+            rows = session.scalars(select(tables.Lab).order_by(tables.Lab.lab_id)).all()
+            return [
+                Lab(r.lab_id, r.name, r.finess, r.enabled, r.token_hash, r.cert_fingerprint) for r in rows
+            ]
+
+    def set_enabled(self, lab_id: str, enabled: bool) -> bool:
+        """False when the lab is not registered."""
+        return self._update(lab_id, enabled=enabled)
+
+    def issue_token(self, lab_id: str) -> str | None:
+        """A new bearer token (replacing any previous one), or None when the lab is not registered."""
+        token = new_token(lab_id)
+        return token if self._update(lab_id, token_hash=hash_token(token)) else None
+
+    def _update(self, lab_id: str, **values: object) -> bool:
+        statement = (
+            update(tables.Lab)
+            .where(tables.Lab.lab_id == lab_id)
+            .values(**values, updated_at=func.now())
+            .returning(tables.Lab.lab_id)
+        )
+        with Session(self.engine) as session, session.begin():
+            return session.execute(statement).first() is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    lab: Lab | None
+    """None: no lab has this token (401). A disabled lab is returned: it is told so (403)."""
+
+
+def registry_for(settings: Settings) -> LabRegistry:
+    directory = LabDirectory(make_engine(settings.require_database()))
+    return LabRegistry(directory.all, refresh_s=settings.lab_registry_refresh_s)
+
+
+class LabRegistry:
+    """In-memory snapshot of the registry, for the gateway's hot path."""
+
+    def __init__(
+        self,
+        load: Callable[[], Sequence[Lab]],
+        *,
+        refresh_s: float = 30.0,
+        miss_refresh_s: float = MISS_REFRESH_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self.refresh_s = refresh_s
+        self.miss_refresh_s = miss_refresh_s
+        self._clock = clock
+        self._labs: dict[str, Lab] | None = None
+        self._by_fingerprint: dict[str, Lab] = {}
+        self._loaded_at = float("-inf")
+        self._refreshing: asyncio.Lock | None = None
+        self._verified: dict[str, str] = {}  # sha256(token) -> the stored hash it was verified against
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._labs is not None
+
+    def install(self, labs: Sequence[Lab]) -> None:
+        self._labs = {lab.lab_id: lab for lab in labs}
+        self._by_fingerprint = {lab.cert_fingerprint: lab for lab in labs if lab.cert_fingerprint}
+        hashes = {lab.token_hash for lab in labs if lab.token_hash}
+        self._verified = {k: v for k, v in self._verified.items() if v in hashes}
+        self._loaded_at = self._clock()
+
+    async def refresh(self) -> bool:
+        """Reload the snapshot; on failure keep the previous one (False)."""
+        if self._refreshing is None:
+            self._refreshing = asyncio.Lock()
+        async with self._refreshing:
+            try:
+                labs = await asyncio.to_thread(self._load)
+            except SQLAlchemyError as exc:
+                log.warning("lab registry not refreshed", error=str(exc).splitlines()[0])
+                return False
+            self.install(labs)
+            return True
+
+    async def start(self) -> None:
+        """Load now (a failure is retried in the background), then refresh every `refresh_s`."""
+        ok = await self.refresh()
+        self._task = asyncio.create_task(self._run(ok))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self, ok: bool) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s if ok else min(self.refresh_s, 2.0))
+            ok = await self.refresh()
+
+    async def find(self, lab_id: str) -> Lab | None:
+        labs = self._labs
+        lab = labs.get(lab_id) if labs is not None else None
+        if lab is None and self._clock() - self._loaded_at >= self.miss_refresh_s:
+            await self.refresh()
+            labs = self._labs
+            lab = labs.get(lab_id) if labs is not None else None
+        if labs is None:
+            raise RegistryUnavailable()
+        return lab
+
+    def lab_for_fingerprint(self, fingerprint: str) -> Lab | None:
+        """The enabled lab whose client certificate has this SHA-256 fingerprint (MLLP mutual TLS)."""
+        lab = self._by_fingerprint.get(normalize_fingerprint(fingerprint))
+        return lab if lab is not None and lab.enabled else None
+
+    async def admission_issue(self, header: MessageHeader) -> Issue | None:
+        """Why a message from this sending facility is refused (AR), or None when the lab may send."""
+        lab_id = header.sending_facility
+        lab = await self.find(lab_id) if lab_id else None
+        if lab is not None and lab.enabled:
+            return None
+        shown = lab_id[:40]
+        reason = "is disabled in the lab registry" if lab is not None else "is not a registered lab"
+        return Issue(
+            "MSH",
+            1,
+            4,
+            1,
+            UNKNOWN_KEY_IDENTIFIER,
+            "E",
+            f"MSH-4: sending facility '{shown}' {reason}; ask the LabFlow operators to register it",
+            True,
+        )
+
+    async def authenticate(self, token: str) -> Authentication:
+        lab_id = token_lab_id(token)
+        lab = await self.find(lab_id) if lab_id else None
+        if lab is None or lab.token_hash is None:
+            return Authentication(None)
+        key = hashlib.sha256(token.encode()).hexdigest()
+        if self._verified.get(key) == lab.token_hash:
+            return Authentication(lab)
+        if not await asyncio.to_thread(verify_token, token, lab.token_hash):
+            return Authentication(None)
+        self._verified[key] = lab.token_hash
+        return Authentication(lab)

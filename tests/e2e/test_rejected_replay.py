@@ -1,0 +1,82 @@
+"""An operator's view of rejections: list them, read why, fix the cause, replay — nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from services.core.config import REPO_ROOT, Settings
+from services.core.db.engine import libpq_url
+from services.simulator.client import Ack, MllpClient
+from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
+from tests.support import settings_env, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def labflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=settings_env(settings),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def send(settings: Settings, payload: bytes) -> Ack:
+    async def go() -> Ack:
+        client = await MllpClient("127.0.0.1", settings.mllp_port).connect()
+        try:
+            return await client.send(payload)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def test_unknown_lab_is_refused_then_registered_and_replayed(services: Settings) -> None:
+    result_time = datetime.now(UTC) - timedelta(hours=1)
+    order = Order(
+        "REPLAY-1",
+        "258500001",
+        result_time - timedelta(hours=4),
+        [Observation("94500-6", "POSITIF", "F", result_time)],
+    )
+    message = build_oru_r01("LAB-NEW", "CTRL-R1", [(random_patient(random.Random(5)), [order])])
+    patient_name = random_patient(random.Random(5)).birth_name
+
+    assert send(services, message).code == "AR"
+
+    listed = labflow(services, "rejected", "list", "--lab", "LAB-NEW")
+    assert listed.returncode == 0, listed.stderr
+    lines = [line for line in listed.stdout.splitlines() if "CTRL-R1" in line]
+    assert len(lines) == 1 and "AR" in lines[0] and "204" in lines[0]
+    assert patient_name not in listed.stdout, "the list must not show identity"
+    rejection_id = lines[0].split()[0]
+
+    shown = labflow(services, "rejected", "show", rejection_id)
+    assert "LAB-NEW" in shown.stdout and patient_name not in shown.stdout
+    assert patient_name in labflow(services, "rejected", "show", rejection_id, "--payload").stdout
+
+    assert labflow(services, "labs", "add", "LAB-NEW", "--name", "Nouveau laboratoire").returncode == 0
+    replayed = labflow(services, "rejected", "replay", rejection_id)
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"{rejection_id}: AA" in replayed.stdout
+
+    def stored() -> list[tuple[object, ...]]:
+        with psycopg.connect(libpq_url(services.require_database())) as conn:
+            return conn.execute(
+                "SELECT sending_facility, outcome FROM results WHERE specimen_id = 'REPLAY-1'"
+            ).fetchall()
+
+    assert wait_until(stored, what="the replayed result in PostgreSQL") == [("LAB-NEW", "positive")]
+    missing = labflow(services, "rejected", "replay", "no-such-id")
+    assert missing.returncode == 1 and "not found" in missing.stderr
