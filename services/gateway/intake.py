@@ -17,21 +17,22 @@ from services.core.domain.model import LabResult, Transport
 from services.core.domain.rejection import Rejection, RejectionReason
 from services.core.logs import get_logger
 from services.gateway import metrics
-from services.gateway.hl7.normalize import Issue, MessageHeader, Normalized, normalize_oru
+from services.gateway.hl7.normalize import (
+    APPLICATION_INTERNAL_ERROR,
+    Issue,
+    MessageHeader,
+    Normalized,
+    normalize_oru,
+)
 from services.gateway.identity import IdentityProtector
 from services.gateway.labs import REGISTRY_UNAVAILABLE, LabRegistry, RegistryUnavailable
 from services.gateway.publish import DeliveryFailed, KafkaPublisher, Record
 
 log = get_logger(__name__)
 
-TRANSIENT = Issue(
-    segment="MSH",
-    sequence=1,
-    field=None,
-    component=None,
-    code="207",
-    severity="E",
-    text="the result could not be stored durably right now (message bus unavailable); send it again",
+TRANSIENT = Issue.about_message(
+    APPLICATION_INTERNAL_ERROR,
+    "the result could not be stored durably right now (message bus unavailable); send it again",
 )
 
 

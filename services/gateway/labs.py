@@ -31,7 +31,12 @@ from services.core.config import Settings
 from services.core.db import tables
 from services.core.db.engine import make_engine
 from services.core.logs import get_logger
-from services.gateway.hl7.normalize import UNKNOWN_KEY_IDENTIFIER, Issue, MessageHeader
+from services.gateway.hl7.normalize import (
+    APPLICATION_INTERNAL_ERROR,
+    UNKNOWN_KEY_IDENTIFIER,
+    Issue,
+    MessageHeader,
+)
 
 log = get_logger(__name__)
 
@@ -41,14 +46,8 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _LAB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FINESS = re.compile(r"^(\d{2}|2A|2B)\d{7}$")
 
-REGISTRY_UNAVAILABLE = Issue(
-    segment="MSH",
-    sequence=1,
-    field=None,
-    component=None,
-    code="207",
-    severity="E",
-    text="the lab registry could not be read right now; send it again",
+REGISTRY_UNAVAILABLE = Issue.about_message(
+    APPLICATION_INTERNAL_ERROR, "the lab registry could not be read right now; send it again"
 )
 
 

@@ -10,7 +10,7 @@ from services.core.domain.model import Transport
 from services.core.logs import get_logger
 from services.gateway import metrics
 from services.gateway.hl7.ack import ack_wanted, build_ack
-from services.gateway.hl7.normalize import Issue, normalize_header
+from services.gateway.hl7.normalize import APPLICATION_INTERNAL_ERROR, Issue, normalize_header
 from services.gateway.intake import Intake
 from services.gateway.mllp import Frame, FrameDecoder, OversizedFrame, StrayBytes, frame
 from services.gateway.tls import lab_of
@@ -99,14 +99,9 @@ class MllpServer:
             return None
         if isinstance(event, OversizedFrame):
             header = normalize_header(event.head)
-            issue = Issue(
-                segment="MSH",
-                sequence=1,
-                field=None,
-                component=None,
-                code="207",
-                severity="E",
-                text=f"message of {event.size} bytes exceeds the {self.max_message_bytes}-byte limit",
+            issue = Issue.about_message(
+                APPLICATION_INTERNAL_ERROR,
+                f"message of {event.size} bytes exceeds the {self.max_message_bytes}-byte limit",
                 reject=True,
             )
             lab = header.sending_facility if header else "unknown"

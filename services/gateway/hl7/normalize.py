@@ -210,6 +210,11 @@ class Issue:
     def is_error(self) -> bool:
         return self.severity != "W"
 
+    @classmethod
+    def about_message(cls, code: str, text: str, *, reject: bool = False) -> Issue:
+        """An error about the message as a whole (located at its MSH segment)."""
+        return cls("MSH", 1, None, None, code, "E", text, reject)
+
 
 @dataclass(slots=True)
 class Normalized:
