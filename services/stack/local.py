@@ -41,6 +41,8 @@ def _write_env(settings: Settings, values: dict[str, str]) -> str:
         current["LABFLOW_TRACING_PUBLIC_KEY"] = bytes(private.public_key).hex()
     if "LABFLOW_TRACING_SIGNING_SECRET" not in current:
         current["LABFLOW_TRACING_SIGNING_SECRET"] = secrets.token_hex(32)
+    if "LABFLOW_DASHBOARD_TOKENS" not in current:
+        current["LABFLOW_DASHBOARD_TOKENS"] = f"demo-{secrets.token_urlsafe(12)}"
     current.update(values)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = "# written by `labflow stack up`; environment variables override these\n"

@@ -217,3 +217,43 @@ def sliding_indicators(series: Series, population: float, window: int = WINDOW_D
 def is_small_count(value: int, threshold: int) -> bool:
     """Whether a count must be masked: 1 ≤ value < threshold (0 stays visible; threshold 0 = off)."""
     return 0 < value < threshold
+
+
+DayCountRow = tuple[date, str, str, int, int]
+"""(day, age_class, sex, p, t): counts of one geography, already summed over its departments and kinds."""
+
+
+def geography_series(counts: Iterable[DayCountRow], age: str, first_day: date, last_day: date) -> Series:
+    """The series of cl_age90 `age` of one geography from its own counts, as `build_history` builds it.
+
+    `ALL_AGES` takes every count (unknown age classes included); a class takes only its own counts.
+    Which departments belong to the geography is the caller's part: the department itself, those of the
+    region, or every count at all (unknown and unreferenced departments included) for France.
+    """
+    length = (last_day - first_day).days + 1
+    series = Series.zeros(length)
+    for day, age_class, sex, p, t in counts:
+        i = (day - first_day).days
+        if not 0 <= i < length or (age != ALL_AGES and age_class != age):
+            continue
+        series.p[i] += p
+        series.t[i] += t
+        if sex == "F":
+            series.p_f[i] += p
+            series.t_f[i] += t
+        elif sex == "M":
+            series.p_h[i] += p
+            series.t_h[i] += t
+    return series
+
+
+def region_departments(geography: Geography, region: str) -> list[str]:
+    return [d for d in geography.departments if geography.department_region.get(d) == region]
+
+
+def geography_population(geography: Geography, level: str, code: str, age: str) -> float:
+    """Reference population of a department (`dep`), region (`reg`) or France (`fra`), as in the files."""
+    if level == "dep":
+        return geography.population[(code, age)]
+    members = region_departments(geography, code) if level == "reg" else geography.departments
+    return math.fsum(geography.population[(d, age)] for d in members)

@@ -1,0 +1,328 @@
+"""Dashboard queries: small grouped reads of the aggregates, then the open-data indicator functions.
+
+- France and regions read the rollups `dashboard_national_daily` / `dashboard_region_daily` (materialized
+  views of `aggregates`, refreshed by `refresh_rollups`); departments, the map and the labs read live.
+- The counts go through `services.core.domain.indicators` exactly as the open-data files do, so a
+  department, region or France gives the same P, T, 7-day sums, incidence and positivity as the files.
+- Delays come from the `lab_delays` histograms (whole hours, floored): a percentile is the smallest
+  delay bucket whose cumulative count reaches that share of the results.
+- Silent labs: `lab_daily` only knows reception *days* (UTC). A lab is silent when its last reception
+  day ended at least 24 h before the reference instant, so it is certainly silent for more than 24 h;
+  it is flagged between 24 h and 48 h after its last result, never too early.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import psycopg
+from sqlalchemy import Engine
+
+from services.core.domain.indicators import (
+    ALL_AGES,
+    CL_AGE90,
+    WINDOW_DAYS,
+    DayCountRow,
+    Geography,
+    Series,
+    geography_population,
+    geography_series,
+    sliding_indicators,
+)
+
+LEVELS = ("fra", "reg", "dep")
+SEXES = ("all", "F", "M")
+# as the open-data files: virological tests only
+KINDS: dict[str, list[str]] = {"all": ["rt-pcr", "antigen"], "rt-pcr": ["rt-pcr"], "antigen": ["antigen"]}
+MAX_LAB_DAYS = 31
+LATE_MEDIAN_HOURS = 24
+SILENT_AFTER = timedelta(hours=24)
+
+_SOURCES = {
+    "fra": "dashboard_national_daily WHERE TRUE",
+    "reg": "dashboard_region_daily WHERE region = %(code)s",
+    "dep": "aggregates WHERE department = %(code)s",
+}
+_SERIES_QUERY = """
+SELECT day, sex, sum(p)::int, sum(t)::int FROM {source}
+AND day BETWEEN %(first)s AND %(last)s AND test_kind = ANY(%(kinds)s)
+AND (%(age)s = '0' OR age_class = %(age)s)
+GROUP BY day, sex
+"""
+_MAP_QUERY = """
+SELECT department, day, sex, sum(p)::int, sum(t)::int FROM aggregates
+WHERE day BETWEEN %(first)s AND %(last)s AND test_kind = ANY(%(kinds)s)
+AND (%(age)s = '0' OR age_class = %(age)s)
+GROUP BY department, day, sex
+"""
+_DELAY_PERCENTILES = """
+WITH h AS (
+    SELECT lab, day, delay_hours,
+           sum(n) OVER (PARTITION BY lab, day ORDER BY delay_hours) AS cumulative,
+           sum(n) OVER (PARTITION BY lab, day) AS total
+    FROM {source}
+)
+SELECT lab, day, min(delay_hours) FILTER (WHERE cumulative >= 0.5 * total),
+       min(delay_hours) FILTER (WHERE cumulative >= 0.9 * total)
+FROM h GROUP BY lab, day
+"""
+_LAB_DAYS_DELAYS = _DELAY_PERCENTILES.format(
+    source="lab_delays WHERE day BETWEEN %(first)s AND %(last)s"
+)
+# the whole period per lab: its days' histograms summed first (day = NULL)
+_LAB_PERIOD_DELAYS = _DELAY_PERCENTILES.format(
+    source="(SELECT lab, NULL::date AS day, delay_hours, sum(n) AS n FROM lab_delays "
+           "WHERE day BETWEEN %(first)s AND %(last)s GROUP BY lab, delay_hours) AS merged"
+)
+_LAB_DAILY = """
+SELECT lab, day, results, positives FROM lab_daily WHERE day BETWEEN %(first)s AND %(last)s
+"""
+# every lab (a skip scan over the primary key: one index probe per lab) and its last reception day
+_LAST_RECEPTIONS = """
+WITH RECURSIVE labs(lab) AS (
+    (SELECT lab FROM lab_daily ORDER BY lab LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.lab FROM lab_daily d WHERE d.lab > labs.lab ORDER BY d.lab LIMIT 1)
+    FROM labs WHERE labs.lab IS NOT NULL
+)
+SELECT lab, (SELECT max(d.day) FROM lab_daily d WHERE d.lab = labs.lab AND d.day <= %(until)s)
+FROM labs WHERE lab IS NOT NULL
+"""
+ROLLUPS = ("dashboard_region_daily", "dashboard_national_daily")
+_REFRESH_LOCK = 0x1AB_F10_DA5  # advisory lock: one refresh at a time across dashboard replicas
+
+
+class QueryError(ValueError):
+    """A request that cannot be answered as asked (422)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    age: str = ALL_AGES
+    sex: str = "all"
+    kind: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.age not in CL_AGE90:
+            raise QueryError(f"unknown age class {self.age!r}: one of {', '.join(CL_AGE90)}")
+        if self.sex not in SEXES:
+            raise QueryError(f"unknown sex {self.sex!r}: one of {', '.join(SEXES)}")
+        if self.kind not in KINDS:
+            raise QueryError(f"unknown test kind {self.kind!r}: one of {', '.join(KINDS)}")
+
+    def params(self) -> dict[str, Any]:
+        return {"age": self.age, "kinds": KINDS[self.kind]}
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorDay:
+    day: date
+    p: int
+    t: int
+    p7: int
+    t7: int
+    incidence: float | None
+    """Per 100,000 over 7 days; None with a sex filter (the reference population is not by sex)."""
+    positivity: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DepartmentWeek:
+    department: str
+    region: str | None
+    p7: int
+    t7: int
+    incidence: float | None
+    positivity: float | None
+    incidence_previous_week: float | None
+    incidence_change_pct: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LabDay:
+    lab: str
+    day: date | None
+    results: int
+    positives: int
+    median_delay_hours: int | None
+    p90_delay_hours: int | None
+    late: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SilentLab:
+    lab: str
+    last_reception_day: date
+    silent_hours_at_least: int
+    """From the end of the last reception day: the last result came at least that long ago."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabReport:
+    as_of: datetime
+    days: list[LabDay]
+    period: list[LabDay]
+    """One row per lab over the whole period (delays from the summed histograms), day None."""
+    silent: list[SilentLab]
+
+
+@contextmanager
+def connection(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
+    """A pooled psycopg connection, read only."""
+    raw = engine.raw_connection()
+    try:
+        conn: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
+        conn.read_only = True
+        yield conn
+    finally:
+        raw.close()
+
+
+def check_code(geography: Geography, level: str, code: str) -> None:
+    if level not in LEVELS:
+        raise QueryError(f"unknown level {level!r}: one of {', '.join(LEVELS)}")
+    known = {"fra": ("FR",), "reg": geography.regions, "dep": geography.departments}[level]
+    if code not in known:
+        raise QueryError(f"unknown {level} code {code!r}")
+
+
+def _series(rows: Sequence[tuple[date, str, int, int]], filters: Filters, first: date, last: date) -> Series:
+    # the age filter is applied in SQL: what comes back belongs to the requested class
+    age_class = "" if filters.age == ALL_AGES else filters.age
+    counts: list[DayCountRow] = [(day, age_class, sex, p, t) for day, sex, p, t in rows]
+    return geography_series(counts, filters.age, first, last)
+
+
+def _selected(series: Series, sex: str) -> Series:
+    """`series` whose p and t are those of `sex` (F women, M men, all everybody)."""
+    p, t = {"all": (series.p, series.t), "F": (series.p_f, series.t_f), "M": (series.p_h, series.t_h)}[sex]
+    return Series(series.p_f, series.p_h, p, series.t_f, series.t_h, t)
+
+
+def indicators(
+    conn: psycopg.Connection[Any], geography: Geography, level: str, code: str,
+    first: date, last: date, filters: Filters,
+) -> list[IndicatorDay]:
+    """Per collection day from `first` to `last`: P, T, their 7-day sums, incidence, positivity."""
+    check_code(geography, level, code)
+    start = first - timedelta(days=WINDOW_DAYS - 1)
+    rows = conn.execute(
+        _SERIES_QUERY.format(source=_SOURCES[level]),
+        {"code": code, "first": start, "last": last, **filters.params()},
+    ).fetchall()
+    series = _selected(_series(rows, filters, start, last), filters.sex)
+    population = geography_population(geography, level, code, filters.age)
+    sliding = sliding_indicators(series, population)
+    return [
+        IndicatorDay(
+            start + timedelta(days=i), series.p[i], series.t[i], sliding.p[i], sliding.t[i],
+            sliding.incidence[i] if filters.sex == "all" else None, sliding.positivity[i],
+        )
+        for i in range(WINDOW_DAYS - 1, len(series.p))
+    ]
+
+
+def department_week(
+    conn: psycopg.Connection[Any], geography: Geography, day: date, filters: Filters
+) -> list[DepartmentWeek]:
+    """Every department on `day`: 7-day sums and rates, and the incidence change from 7 days before."""
+    start = day - timedelta(days=2 * WINDOW_DAYS - 1)
+    rows = conn.execute(_MAP_QUERY, {"first": start, "last": day, **filters.params()}).fetchall()
+    by_department: dict[str, list[tuple[date, str, int, int]]] = defaultdict(list)
+    for department, day_, sex, p, t in rows:
+        by_department[department].append((day_, sex, p, t))
+    found = []
+    for department in geography.departments:
+        series = _selected(_series(by_department.get(department, []), filters, start, day), filters.sex)
+        population = geography_population(geography, "dep", department, filters.age)
+        sliding = sliding_indicators(series, population)
+        rated = filters.sex == "all"
+        now, before = sliding.incidence[-1], sliding.incidence[-1 - WINDOW_DAYS]
+        change = None
+        if rated and now is not None and before:
+            change = round(100 * (now - before) / before, 1)
+        found.append(DepartmentWeek(
+            department, geography.department_region.get(department), sliding.p[-1], sliding.t[-1],
+            now if rated else None, sliding.positivity[-1], before if rated else None, change,
+        ))
+    return found
+
+
+def check_period(first: date, last: date, max_days: int | None = None) -> None:
+    if first > last:
+        raise QueryError(f"from ({first}) is after to ({last})")
+    if max_days is not None and (last - first).days + 1 > max_days:
+        raise QueryError(f"at most {max_days} days at a time")
+
+
+def reference_instant(last: date, now: datetime) -> datetime:
+    """Silence is judged at the end of `last`, or now when `last` is today or later."""
+    end = datetime.combine(last + timedelta(days=1), time(), tzinfo=UTC)
+    return min(end, now)
+
+
+def silent_labs(last_receptions: Sequence[tuple[str, date | None]], as_of: datetime) -> list[SilentLab]:
+    """Labs that reported before and whose last reception day ended at least 24 h before `as_of`."""
+    found = []
+    for lab, last_day in last_receptions:
+        if last_day is None:
+            continue
+        end_of_day = datetime.combine(last_day + timedelta(days=1), time(), tzinfo=UTC)
+        if end_of_day <= as_of - SILENT_AFTER:
+            found.append(SilentLab(lab, last_day, int((as_of - end_of_day).total_seconds() // 3600)))
+    return sorted(found, key=lambda s: (s.last_reception_day, s.lab))
+
+
+def lab_report(conn: psycopg.Connection[Any], first: date, last: date, now: datetime) -> LabReport:
+    check_period(first, last, MAX_LAB_DAYS)
+    params = {"first": first, "last": last}
+    counts = {(lab, day): (n, pos) for lab, day, n, pos in conn.execute(_LAB_DAILY, params).fetchall()}
+    delays = {(lab, day): (m, p90) for lab, day, m, p90 in conn.execute(_LAB_DAYS_DELAYS, params).fetchall()}
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for (lab, _), (n, pos) in counts.items():
+        totals[lab][0] += n
+        totals[lab][1] += pos
+    period_delays = {lab: (m, p90) for lab, _, m, p90 in conn.execute(_LAB_PERIOD_DELAYS, params).fetchall()}
+    as_of = reference_instant(last, now)
+    # receptions strictly before `as_of`: at midnight, that day has not begun
+    until = (as_of - timedelta(microseconds=1)).date()
+    receptions = conn.execute(_LAST_RECEPTIONS, {"until": until}).fetchall()
+    return LabReport(
+        as_of,
+        [_lab_row(lab, day, counts.get((lab, day), (0, 0)), delays.get((lab, day), (None, None)))
+         for lab, day in sorted(counts.keys() | delays.keys())],
+        [_lab_row(lab, None, (n, pos), period_delays.get(lab, (None, None)))
+         for lab, (n, pos) in sorted(totals.items())],
+        silent_labs(receptions, as_of),
+    )
+
+
+def _lab_row(lab: str, day: date | None, counts: tuple[int, int], delays: tuple[Any, Any]) -> LabDay:
+    median, p90 = delays
+    late = median is not None and median >= LATE_MEDIAN_HOURS
+    return LabDay(lab, day, counts[0], counts[1], median, p90, late)
+
+
+def refresh_rollups(engine: Engine) -> bool:
+    """Refresh the rollups without blocking readers; False when another replica is refreshing them."""
+    raw = engine.raw_connection()
+    try:
+        conn: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
+        conn.autocommit = True
+        locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (_REFRESH_LOCK,)).fetchone()
+        if not locked or not locked[0]:
+            return False
+        try:
+            for view in ROLLUPS:
+                conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}")
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_REFRESH_LOCK,))
+            conn.autocommit = False
+        return True
+    finally:
+        raw.close()
