@@ -39,7 +39,7 @@ LEVELS = ("fra", "reg", "dep")
 SEXES = ("all", "F", "M")
 # as the open-data files: virological tests only
 KINDS: dict[str, list[str]] = {"all": ["rt-pcr", "antigen"], "rt-pcr": ["rt-pcr"], "antigen": ["antigen"]}
-MAX_LAB_DAYS = 31
+MAX_LAB_DAYS = 14  # per lab and day for 300+ labs: beyond two weeks, query it window by window
 LATE_MEDIAN_HOURS = 24
 SILENT_AFTER = timedelta(hours=24)
 
@@ -60,25 +60,10 @@ WHERE day BETWEEN %(first)s AND %(last)s AND test_kind = ANY(%(kinds)s)
 AND (%(age)s = '0' OR age_class = %(age)s)
 GROUP BY department, day, sex
 """
-_DELAY_PERCENTILES = """
-WITH h AS (
-    SELECT lab, day, delay_hours,
-           sum(n) OVER (PARTITION BY lab, day ORDER BY delay_hours) AS cumulative,
-           sum(n) OVER (PARTITION BY lab, day) AS total
-    FROM {source}
-)
-SELECT lab, day, min(delay_hours) FILTER (WHERE cumulative >= 0.5 * total),
-       min(delay_hours) FILTER (WHERE cumulative >= 0.9 * total)
-FROM h GROUP BY lab, day
+_LAB_DELAYS = """
+SELECT lab, day, delay_hours, n FROM lab_delays WHERE day BETWEEN %(first)s AND %(last)s
+ORDER BY lab, day, delay_hours
 """
-_LAB_DAYS_DELAYS = _DELAY_PERCENTILES.format(
-    source="lab_delays WHERE day BETWEEN %(first)s AND %(last)s"
-)
-# the whole period per lab: its days' histograms summed first (day = NULL)
-_LAB_PERIOD_DELAYS = _DELAY_PERCENTILES.format(
-    source="(SELECT lab, NULL::date AS day, delay_hours, sum(n) AS n FROM lab_delays "
-           "WHERE day BETWEEN %(first)s AND %(last)s GROUP BY lab, delay_hours) AS merged"
-)
 _LAB_DAILY = """
 SELECT lab, day, results, positives FROM lab_daily WHERE day BETWEEN %(first)s AND %(last)s
 """
@@ -282,12 +267,11 @@ def lab_report(conn: psycopg.Connection[Any], first: date, last: date, now: date
     check_period(first, last, MAX_LAB_DAYS)
     params = {"first": first, "last": last}
     counts = {(lab, day): (n, pos) for lab, day, n, pos in conn.execute(_LAB_DAILY, params).fetchall()}
-    delays = {(lab, day): (m, p90) for lab, day, m, p90 in conn.execute(_LAB_DAYS_DELAYS, params).fetchall()}
+    delays, period_delays = delay_percentiles(conn.execute(_LAB_DELAYS, params, binary=True).fetchall())
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for (lab, _), (n, pos) in counts.items():
         totals[lab][0] += n
         totals[lab][1] += pos
-    period_delays = {lab: (m, p90) for lab, _, m, p90 in conn.execute(_LAB_PERIOD_DELAYS, params).fetchall()}
     as_of = reference_instant(last, now)
     # receptions strictly before `as_of`: at midnight, that day has not begun
     until = (as_of - timedelta(microseconds=1)).date()
@@ -300,6 +284,45 @@ def lab_report(conn: psycopg.Connection[Any], first: date, last: date, now: date
          for lab, (n, pos) in sorted(totals.items())],
         silent_labs(receptions, as_of),
     )
+
+
+Percentiles = tuple[int | None, int | None]
+
+
+def _median_p90(histogram: Sequence[tuple[int, int]]) -> Percentiles:
+    """The smallest delays at which half and nine tenths of the results are reached."""
+    total = sum(n for _, n in histogram)
+    median = p90 = None
+    cumulative = 0
+    for hours, n in histogram:
+        cumulative += n
+        if median is None and 2 * cumulative >= total:
+            median = hours
+        if 10 * cumulative >= 9 * total:
+            p90 = hours
+            break
+    return median, p90
+
+
+def delay_percentiles(
+    rows: Sequence[tuple[str, date, int, int]],
+) -> tuple[dict[tuple[str, date], Percentiles], dict[str, Percentiles]]:
+    """Median and p90 delay per lab and day, and per lab over the period, from histogram rows
+    (lab, day, delay_hours, n) sorted by lab, day and delay."""
+    per_day: dict[tuple[str, date], Percentiles] = {}
+    per_lab: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    histogram: list[tuple[int, int]] = []
+    current: tuple[str, date] | None = None
+    for lab, day, hours, n in rows:
+        if (lab, day) != current:
+            if current is not None:
+                per_day[current] = _median_p90(histogram)
+            current, histogram = (lab, day), []
+        histogram.append((hours, n))
+        per_lab[lab][hours] += n
+    if current is not None:
+        per_day[current] = _median_p90(histogram)
+    return per_day, {lab: _median_p90(sorted(h.items())) for lab, h in per_lab.items()}
 
 
 def _lab_row(lab: str, day: date | None, counts: tuple[int, int], delays: tuple[Any, Any]) -> LabDay:

@@ -251,7 +251,7 @@ def test_labs_period_is_bounded_and_access_is_required(filled: tuple[Settings, T
     _, client, _ = filled
     too_long = client.get("/api/v1/labs/reporting", params={"from": "2022-01-01", "to": "2022-03-01"},
                           headers=AUTH)
-    assert too_long.status_code == 422 and "at most 31 days" in too_long.json()["detail"]
+    assert too_long.status_code == 422 and "at most 14 days" in too_long.json()["detail"]
     for path in ("/api/v1/indicators?level=fra&from=2022-01-01&to=2022-01-02", "/api/v1/map?day=2022-01-01",
                  "/api/v1/labs/reporting", "/api/v1/meta"):
         assert client.get(path).status_code == 401

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import math
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -28,6 +29,7 @@ from services.dashboard.queries import (
     QueryError,
     check_code,
     check_period,
+    delay_percentiles,
     reference_instant,
     silent_labs,
 )
@@ -36,13 +38,17 @@ GEOGRAPHY, _ = load_geography(Settings().reference_dir)
 FIRST = date(2022, 1, 3)
 LAST = FIRST + timedelta(days=9)
 
-count_rows = st.lists(st.tuples(
-    st.dates(FIRST - timedelta(days=2), LAST + timedelta(days=2)),
-    st.sampled_from(["75", "92", "2A", "971", "978", "", "20"]),
-    st.sampled_from([*CL_AGE90[:-1], "", "7"]),
-    st.sampled_from(["F", "M", "U"]),
-    st.integers(0, 5), st.integers(0, 9),
-), max_size=60)
+count_rows = st.lists(
+    st.tuples(
+        st.dates(FIRST - timedelta(days=2), LAST + timedelta(days=2)),
+        st.sampled_from(["75", "92", "2A", "971", "978", "", "20"]),
+        st.sampled_from([*CL_AGE90[:-1], "", "7"]),
+        st.sampled_from(["F", "M", "U"]),
+        st.integers(0, 5),
+        st.integers(0, 9),
+    ),
+    max_size=60,
+)
 
 
 def members(level: str, code: str, department: str) -> bool:
@@ -55,15 +61,21 @@ def members(level: str, code: str, department: str) -> bool:
 
 
 @settings(max_examples=150, deadline=None)
-@given(count_rows, st.sampled_from([("dep", "75"), ("dep", "978"), ("reg", "11"), ("reg", "94"),
-                                    ("fra", FRANCE)]), st.sampled_from(["0", "29", "90"]))
+@given(
+    count_rows,
+    st.sampled_from([("dep", "75"), ("dep", "978"), ("reg", "11"), ("reg", "94"), ("fra", FRANCE)]),
+    st.sampled_from(["0", "29", "90"]),
+)
 def test_geography_series_is_build_history(counts: list[CountRow], geo: tuple[str, str], age: str) -> None:
     level, code = geo
     history = build_history(counts, GEOGRAPHY, FIRST, LAST)
     expected = {"dep": history.departments, "reg": history.regions, "fra": history.france}[level]
     # what SQL hands over: the geography's rows, the age class filtered (all of them for all ages)
-    mine = [(day, a, sex, p, t) for day, dep, a, sex, p, t in counts
-            if members(level, code, dep) and (age == ALL_AGES or a == age)]
+    mine = [
+        (day, a, sex, p, t)
+        for day, dep, a, sex, p, t in counts
+        if members(level, code, dep) and (age == ALL_AGES or a == age)
+    ]
     assert geography_series(mine, age, FIRST, LAST) == expected.series[(code, age)]
     assert geography_population(GEOGRAPHY, level, code, age) == expected.population[(code, age)]
 
@@ -96,8 +108,15 @@ def test_silent_labs_are_judged_on_whole_days() -> None:
     assert reference_instant(date(2022, 3, 10), now) == now
     assert reference_instant(date(2022, 3, 20), now) == now
     assert reference_instant(date(2022, 3, 1), now) == datetime(2022, 3, 2, tzinfo=UTC)
-    found = silent_labs([("today", date(2022, 3, 10)), ("yesterday", date(2022, 3, 9)),
-                         ("two-days", date(2022, 3, 8)), ("never", None)], now)
+    found = silent_labs(
+        [
+            ("today", date(2022, 3, 10)),
+            ("yesterday", date(2022, 3, 9)),
+            ("two-days", date(2022, 3, 8)),
+            ("never", None),
+        ],
+        now,
+    )
     # "yesterday" may have sent at 23:59 (15 h ago): not yet certain; "two-days" ended 39 h ago
     assert [(s.lab, s.silent_hours_at_least) for s in found] == [("two-days", 39)]
 
@@ -111,3 +130,30 @@ def test_the_migration_has_the_reference_department_regions() -> None:
     with (Settings().reference_dir / "departments.csv").open(encoding="utf-8", newline="") as handle:
         reference = {row["dep"]: row["reg"] for row in csv.DictReader(handle, delimiter=";") if row["reg"]}
     assert dict(module.DEPARTMENT_REGIONS) == reference
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["L1", "L2"]), st.integers(0, 3), st.integers(0, 72), st.integers(1, 50)),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_delay_percentiles_are_the_smallest_delays_reaching_half_and_nine_tenths(
+    raw: list[tuple[str, int, int, int]],
+) -> None:
+    merged: dict[tuple[str, date, int], int] = {}
+    for lab, d, hours, n in raw:
+        key = (lab, date(2022, 1, 1) + timedelta(days=d), hours)
+        merged[key] = merged.get(key, 0) + n
+    rows = sorted((lab, day, hours, n) for (lab, day, hours), n in merged.items())
+    per_day, per_lab = delay_percentiles(rows)
+
+    def brute(delays: list[tuple[int, int]]) -> tuple[int, int]:
+        expanded = sorted(h for h, n in delays for _ in range(n))
+        return expanded[math.ceil(0.5 * len(expanded)) - 1], expanded[math.ceil(0.9 * len(expanded)) - 1]
+
+    for lab, day in {(r[0], r[1]) for r in rows}:
+        assert per_day[(lab, day)] == brute([(h, n) for la, d, h, n in rows if (la, d) == (lab, day)])
+    for lab in {r[0] for r in rows}:
+        assert per_lab[lab] == brute([(h, n) for la, _, h, n in rows if la == lab])
