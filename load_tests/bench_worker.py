@@ -1,10 +1,11 @@
 """Results per second from Kafka into PostgreSQL, person deduplication on, one worker process.
 
-    .venv/bin/python -m load_tests.bench_worker [--results 100000] [--persons 40000]
+    .venv/bin/python -m load_tests.bench_worker [--results 100000] [--persons 40000] [--workers 1]
 
 Fills a fresh topic with result versions (re-sends, corrections, cancellations; several results per
-person over 120 days), then times one `labflow worker` process from its start until the offsets it
-stores in PostgreSQL reach the end of every partition. Kafka and PostgreSQL run on the same machine.
+person over 120 days), then times `labflow worker` processes (one consumer group) from their start
+until the offsets they store in PostgreSQL reach the end of every partition. Kafka and PostgreSQL
+run on the same machine.
 Writes `load_tests/results/bench_worker.json`.
 """
 
@@ -15,6 +16,7 @@ import json
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -47,6 +49,7 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=40_000)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in one consumer group")
     args = parser.parse_args()
 
     info = local.up(load_settings())
@@ -64,11 +67,18 @@ def main() -> None:
 
         dsn = libpq_url(settings.require_database())
         with tempfile.TemporaryDirectory() as logs:
-            ops_port = free_port()
-            env = settings_env(settings, LABFLOW_WORKER_OPS_PORT=str(ops_port), LABFLOW_LOG_LEVEL="WARNING")
+            ports = [free_port() for _ in range(args.workers)]
             started = time.perf_counter()
-            worker = ServiceProcess("worker", env, Path(logs))
-            wait_until(lambda: http_status(f"http://127.0.0.1:{ops_port}/readyz") == 200, interval_s=0.02)
+            workers = [
+                ServiceProcess(
+                    "worker",
+                    settings_env(settings, LABFLOW_WORKER_OPS_PORT=str(port), LABFLOW_LOG_LEVEL="WARNING"),
+                    Path(logs),
+                )
+                for port in ports
+            ]
+            for url in [f"http://127.0.0.1:{port}/readyz" for port in ports]:
+                wait_until(partial(lambda u: http_status(u) == 200, url), interval_s=0.02)
             ready = time.perf_counter()
             consumed = 0
             with psycopg.connect(dsn, autocommit=True) as conn:
@@ -78,10 +88,12 @@ def main() -> None:
                         "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
                     ).fetchone()
                     consumed = int(row[0]) if row else 0
-                    if worker.proc.poll() is not None:
-                        raise SystemExit(f"worker exited:\n{worker.log()}")
+                    for worker in workers:
+                        if worker.proc.poll() is not None:
+                            raise SystemExit(f"worker exited:\n{worker.log()}")
             elapsed = time.perf_counter() - started
-            worker.stop()
+            for worker in workers:
+                worker.stop()
         url = settings.require_database()
         consistent = stored_aggregates(url) == full_recomputation(url)
         with psycopg.connect(dsn) as conn:
@@ -106,6 +118,7 @@ def main() -> None:
                 "persons": args.persons,
                 "partitions": args.partitions,
                 "batch_size": args.batch_size,
+                "workers": args.workers,
                 "elapsed_s": round(elapsed, 2),
                 "results_per_second": round(rate),
                 "results_per_second_after_startup": round(steady),
