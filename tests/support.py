@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +35,7 @@ from services.core.domain.model import (
     make_result_id,
 )
 from services.core.kafka import create_topics
+from services.simulator.client import Ack, MllpClient
 
 T = TypeVar("T")
 
@@ -57,9 +60,9 @@ def isolated_settings(kafka_bootstrap: str, database_url: str, partitions: int =
         database_url=url,
         topic_prefix=f"test-{tag}.",
         topic_partitions=partitions,
-        pseudonym_key=secrets.token_hex(32),  # type: ignore[arg-type]
+        pseudonym_key=secrets.token_hex(32),
         tracing_public_key=bytes(key.public_key).hex(),
-        tracing_private_key=bytes(key).hex(),  # type: ignore[arg-type]
+        tracing_private_key=bytes(key).hex(),
         worker_group=f"test-worker-{tag}",
         worker_batch_timeout_s=0.2,
     )
@@ -265,3 +268,29 @@ def expected_winners(stream: list[LabResult]) -> dict[tuple[str, str], str]:
     for r in stream:
         versions.setdefault((r.result_id, r.patient_pseudonym), []).append(ResultVersion.from_lab_result(r))
     return {key: winning_version(vs).version_key for key, vs in versions.items()}
+
+
+def produce_results(settings: Settings, results: Iterable[LabResult]) -> None:
+    """Put canonical results on the results topic as the gateway does (keyed by pseudonym)."""
+    from confluent_kafka import Producer
+
+    from services.core.kafka import producer_config
+
+    producer = Producer(producer_config(settings))
+    for r in results:
+        producer.produce(settings.topics.results, r.model_dump_json().encode(), r.patient_pseudonym.encode())
+        producer.poll(0)
+    assert producer.flush(60) == 0, "Kafka did not confirm every result"
+
+
+def mllp_send(port: int, *payloads: bytes, ssl_context: ssl.SSLContext | None = None) -> list[Ack]:
+    """Like a lab: one connection, each message sent after the previous one's ACK."""
+
+    async def conversation() -> list[Ack]:
+        client = await MllpClient("127.0.0.1", port, ssl_context).connect()
+        try:
+            return [await client.send(payload) for payload in payloads]
+        finally:
+            await client.close()
+
+    return asyncio.run(conversation())

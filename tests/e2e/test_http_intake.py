@@ -30,7 +30,7 @@ from services.gateway.http_api import SubmissionStore, create_app
 from services.gateway.intake import Intake
 from services.gateway.labs import LabDirectory, registry_for
 from services.gateway.publish import KafkaPublisher
-from services.simulator.client import Ack, MllpClient
+from services.simulator.client import Ack
 from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
 from tests.conftest import Infrastructure
 from tests.support import (
@@ -38,6 +38,7 @@ from tests.support import (
     free_port,
     http_status,
     isolated_settings,
+    mllp_send,
     port_open,
     settings_env,
     wait_until,
@@ -56,7 +57,9 @@ class HttpGateway(ServiceProcess):
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "gateway", "--http"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -78,10 +81,15 @@ class Stack:
 def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log_dir = tmp_path_factory.mktemp("http-intake")
     with isolated_settings(infrastructure.kafka_bootstrap, infrastructure.database_url) as base:
-        settings = base.model_copy(update={
-            "mllp_port": free_port(), "http_port": free_port(), "gateway_ops_port": free_port(),
-            "worker_ops_port": free_port(), "lab_registry_refresh_s": 1.0,
-        })
+        settings = base.model_copy(
+            update={
+                "mllp_port": free_port(),
+                "http_port": free_port(),
+                "gateway_ops_port": free_port(),
+                "worker_ops_port": free_port(),
+                "lab_registry_refresh_s": 1.0,
+            }
+        )
         engine = make_engine(settings.require_database())
         directory = LabDirectory(engine)
         tokens = {}
@@ -91,16 +99,21 @@ def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFacto
         env = settings_env(settings)
         procs = [HttpGateway(env, log_dir), ServiceProcess("worker", env, log_dir)]
         try:
+
             def ready() -> bool:
                 for p in procs:
                     assert p.proc.poll() is None, f"{p.name} exited:\n{p.log()}"
-                return port_open(settings.mllp_port) and port_open(settings.http_port) and http_status(
-                    f"http://127.0.0.1:{settings.worker_ops_port}/readyz") == 200
+                return (
+                    port_open(settings.mllp_port)
+                    and port_open(settings.http_port)
+                    and http_status(f"http://127.0.0.1:{settings.worker_ops_port}/readyz") == 200
+                )
 
             wait_until(ready, timeout_s=60, what="gateway (MLLP + HTTP) and worker")
             with httpx.Client(base_url=f"http://127.0.0.1:{settings.http_port}", timeout=30) as client:
-                yield Stack(settings, client, tokens["LAB-HTTP"], tokens["LAB-OTHER"], tokens["LAB-OFF"],
-                            directory)
+                yield Stack(
+                    settings, client, tokens["LAB-HTTP"], tokens["LAB-OTHER"], tokens["LAB-OFF"], directory
+                )
         finally:
             for p in procs:
                 p.stop()
@@ -111,7 +124,8 @@ def stored(settings: Settings, *specimen_ids: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(libpq_url(settings.require_database())) as conn:
         return conn.execute(
             "SELECT specimen_id, loinc, outcome, transport, sending_facility, lab_finess, department "
-            "FROM results WHERE specimen_id = ANY(%s) ORDER BY specimen_id, loinc", (list(specimen_ids),)
+            "FROM results WHERE specimen_id = ANY(%s) ORDER BY specimen_id, loinc",
+            (list(specimen_ids),),
         ).fetchall()
 
 
@@ -127,15 +141,20 @@ def oru(lab: str, control_id: str, specimen_id: str, *, bad_ins: bool = False) -
         assert patient.ins is not None
         patient = replace(patient, ins=f"{patient.ins[:-2]}{(int(patient.ins[-2:]) + 1) % 97 or 1:02d}")
     result_time = datetime.now(UTC) - timedelta(hours=1)
-    order = Order(specimen_id, "258500001", result_time - timedelta(hours=3),
-                  [Observation("94500-6", "POSITIF", "F", result_time)])
+    order = Order(
+        specimen_id,
+        "258500001",
+        result_time - timedelta(hours=3),
+        [Observation("94500-6", "POSITIF", "F", result_time)],
+    )
     return build_oru_r01(lab, control_id, [(patient, [order])])
 
 
 def rejections_until(settings: Settings, done: Callable[[list[Rejection]], bool]) -> list[Rejection]:
     """The rejected topic read from the start until `done` holds (or 30 s)."""
-    consumer = Consumer(consumer_config(settings, f"e2e-{uuid.uuid4().hex[:8]}",
-                                        **{"auto.offset.reset": "earliest"}))
+    consumer = Consumer(
+        consumer_config(settings, f"e2e-{uuid.uuid4().hex[:8]}", **{"auto.offset.reset": "earliest"})
+    )
     consumer.subscribe([settings.topics.rejected])
     found: list[Rejection] = []
     deadline = time.monotonic() + 30
@@ -151,19 +170,31 @@ def rejections_until(settings: Settings, done: Callable[[list[Rejection]], bool]
 
 def test_an_hl7_batch_is_answered_per_message_and_kept(stack: Stack) -> None:
     tag = uuid.uuid4().hex[:6].upper()
-    body = (b"FHS|^~\\&|LIS|LAB-HTTP\rBHS|^~\\&|LIS|LAB-HTTP\r"
-            + oru("LAB-HTTP", f"{tag}-1", f"{tag}-S1") + oru("LAB-HTTP", f"{tag}-2", f"{tag}-S2")
-            + oru("LAB-HTTP", f"{tag}-3", f"{tag}-S3", bad_ins=True) + b"BTS|3\rFTS|1\r")
+    body = (
+        b"FHS|^~\\&|LIS|LAB-HTTP\rBHS|^~\\&|LIS|LAB-HTTP\r"
+        + oru("LAB-HTTP", f"{tag}-1", f"{tag}-S1")
+        + oru("LAB-HTTP", f"{tag}-2", f"{tag}-S2")
+        + oru("LAB-HTTP", f"{tag}-3", f"{tag}-S3", bad_ins=True)
+        + b"BTS|3\rFTS|1\r"
+    )
 
     response = stack.post("hl7", body, **{"Content-Type": "application/hl7-v2"})
 
     assert response.status_code == 200, response.text
     answer = response.json()
     assert (answer["status"], answer["accepted"], answer["rejected"], answer["warnings"]) == (
-        "partially-accepted", 2, 1, [])
+        "partially-accepted",
+        2,
+        1,
+        [],
+    )
     first, second, third = answer["items"]
     assert (first["status"], first["ack_code"], first["control_id"], len(first["result_ids"])) == (
-        "accepted", "AA", f"{tag}-1", 1)
+        "accepted",
+        "AA",
+        f"{tag}-1",
+        1,
+    )
     assert second["status"] == "accepted"
     assert (third["status"], third["ack_code"], third["ref"]) == ("rejected", "AE", "message 3")
     (reason,) = third["reasons"]
@@ -188,9 +219,18 @@ def test_a_fhir_bundle_is_mapped_to_the_same_results(stack: Stack) -> None:
     assert response.status_code == 200, response.text
     (item,) = response.json()["items"]
     assert (item["status"], item["ref"], item["control_id"], len(item["result_ids"])) == (
-        "accepted", "bundle", "FHIR-CTRL-0001", 2)
-    rows = wait_until(lambda: len(all_stored(stack.settings, "FHIR-SPEC-0001")) == 2 and all_stored(
-        stack.settings, "FHIR-SPEC-0001"), what="the FHIR results")
+        "accepted",
+        "bundle",
+        "FHIR-CTRL-0001",
+        2,
+    )
+    rows = wait_until(
+        lambda: (
+            len(all_stored(stack.settings, "FHIR-SPEC-0001")) == 2
+            and all_stored(stack.settings, "FHIR-SPEC-0001")
+        ),
+        what="the FHIR results",
+    )
     assert rows == [
         ("FHIR-SPEC-0001", "94500-6", "positive", "http-fhir", "LAB-HTTP", "2A0000018", "2A"),
         ("FHIR-SPEC-0001", "94558-4", "negative", "http-fhir", "LAB-HTTP", "2A0000018", "2A"),
@@ -212,13 +252,21 @@ def test_a_csv_batch_is_answered_per_row(stack: Stack) -> None:
     assert response.status_code == 200, response.text
     answer = response.json()
     assert [(i["ref"], i["status"]) for i in answer["items"]] == [
-        ("row 1", "accepted"), ("row 2", "accepted"), ("row 3", "rejected")]
+        ("row 1", "accepted"),
+        ("row 2", "accepted"),
+        ("row 3", "rejected"),
+    ]
     reasons = {(r["location"], r["code"]) for r in answer["items"][2]["reasons"]}
-    assert {("row 3, column ins", "102"), ("row 3, column collected_at", "102"),
-            ("row 3, column result", "103")} <= reasons
+    assert {
+        ("row 3, column ins", "102"),
+        ("row 3, column collected_at", "102"),
+        ("row 3, column result", "103"),
+    } <= reasons
     rows = wait_until(lambda: all_stored(stack.settings, "CSV-SPEC-0001", "CSV-SPEC-0002"), what="CSV rows")
     assert [(r[0], r[2], r[3], r[6]) for r in rows] == [
-        ("CSV-SPEC-0001", "positive", "http-csv", "75"), ("CSV-SPEC-0002", "negative", "http-csv", "29")]
+        ("CSV-SPEC-0001", "positive", "http-csv", "75"),
+        ("CSV-SPEC-0002", "negative", "http-csv", "29"),
+    ]
 
 
 def test_unreadable_bodies_get_a_json_4xx_and_are_still_kept_as_rejections(stack: Stack) -> None:
@@ -256,8 +304,9 @@ def test_tokens_and_labs_are_checked(stack: Stack) -> None:
     assert refused["error"] == "forbidden" and "LAB-HTTP" in refused["detail"]
     assert refused["items"][0]["reasons"][0]["code"] == "204"
     # a submission is only visible to its own lab
-    other = stack.http.get(f"/v1/submissions/{refused['submission_id']}",
-                           headers={"Authorization": f"Bearer {stack.token}"})
+    other = stack.http.get(
+        f"/v1/submissions/{refused['submission_id']}", headers={"Authorization": f"Bearer {stack.token}"}
+    )
     assert other.status_code == 404 and other.json()["error"] == "not-found"
 
     stack.directory.set_enabled("LAB-OFF", False)
@@ -268,30 +317,23 @@ def test_tokens_and_labs_are_checked(stack: Stack) -> None:
     wait_until(refused_as_disabled, timeout_s=10, what="the disabled lab refused over HTTP")
 
 
-def mllp(settings: Settings, payload: bytes) -> Ack:
-    async def go() -> Ack:
-        client = await MllpClient("127.0.0.1", settings.mllp_port).connect()
-        try:
-            return await client.send(payload)
-        finally:
-            await client.close()
-
-    return asyncio.run(go())
-
-
 def test_unknown_and_disabled_labs_get_ar_over_mllp(stack: Stack) -> None:
-    unknown = mllp(stack.settings, oru("LAB-NOBODY", "MLLP-1", "MLLP-S1"))
+    unknown = mllp_send(stack.settings.mllp_port, oru("LAB-NOBODY", "MLLP-1", "MLLP-S1"))[0]
     assert (unknown.code, unknown.control_id) == ("AR", "MLLP-1")
     (err,) = unknown.errors
     assert "204" in err and "not a registered lab" in err
 
     stack.directory.add("LAB-LATE", "Late", None, None)
-    late = wait_until(lambda: mllp(stack.settings, oru("LAB-LATE", "MLLP-2", "MLLP-S2")).code == "AA",
-                      timeout_s=10, what="a newly registered lab accepted")
+    late = wait_until(
+        lambda: mllp_send(stack.settings.mllp_port, oru("LAB-LATE", "MLLP-2", "MLLP-S2"))[0].code == "AA",
+        timeout_s=10,
+        what="a newly registered lab accepted",
+    )
     assert late
     stack.directory.set_enabled("LAB-LATE", False)
+
     def refused() -> Ack | None:
-        ack = mllp(stack.settings, oru("LAB-LATE", "MLLP-3", "MLLP-S3"))
+        ack = mllp_send(stack.settings.mllp_port, oru("LAB-LATE", "MLLP-3", "MLLP-S3"))[0]
         return ack if ack.code == "AR" else None
 
     disabled = wait_until(refused, timeout_s=10, what="the disabled lab refused over MLLP")
@@ -301,9 +343,12 @@ def test_unknown_and_disabled_labs_get_ar_over_mllp(stack: Stack) -> None:
 def test_when_kafka_does_not_confirm_the_answer_is_503_with_retry_after(fresh_settings: Settings) -> None:
     """In process (the broker must stay up for the others): the gateway's producer points at a port
     where no broker listens, so Kafka never confirms."""
-    settings = fresh_settings.model_copy(update={
-        "kafka_bootstrap": f"127.0.0.1:{free_port()}", "delivery_timeout_s": 1.0,
-    })
+    settings = fresh_settings.model_copy(
+        update={
+            "kafka_bootstrap": f"127.0.0.1:{free_port()}",
+            "delivery_timeout_s": 1.0,
+        }
+    )
     engine = make_engine(settings.require_database())
     directory = LabDirectory(engine)
     directory.add("LAB-HTTP", "Http", None, None)
@@ -318,8 +363,11 @@ def test_when_kafka_does_not_confirm_the_answer_is_503_with_retry_after(fresh_se
         try:
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-                return await client.post("/v1/results/hl7", content=oru("LAB-HTTP", "DOWN-1", "DOWN-S1"),
-                                         headers={"Authorization": f"Bearer {token}"})
+                return await client.post(
+                    "/v1/results/hl7",
+                    content=oru("LAB-HTTP", "DOWN-1", "DOWN-S1"),
+                    headers={"Authorization": f"Bearer {token}"},
+                )
         finally:
             await registry.stop()
             publisher.close()

@@ -17,9 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from services.core.config import Settings
-from services.simulator.client import Ack, MllpClient
 from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
-from tests.support import ServiceProcess, free_port, port_open, settings_env, wait_until
+from tests.support import ServiceProcess, free_port, mllp_send, port_open, settings_env, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -111,23 +110,12 @@ def message(lab: str, control_id: str) -> bytes:
     return build_oru_r01(lab, control_id, [(random_patient(random.Random(control_id)), [order])])
 
 
-def send(settings: Settings, context: ssl.SSLContext, payload: bytes) -> Ack:
-    async def go() -> Ack:
-        client = await MllpClient("127.0.0.1", settings.mllp_port, context).connect()
-        try:
-            return await client.send(payload)
-        finally:
-            await client.close()
-
-    return asyncio.run(go())
-
-
 def test_lab_with_its_certificate_is_accepted_as_itself_only(tls_gateway: tuple[Settings, Path]) -> None:
     settings, certs = tls_gateway
     context = client_context(certs, with_certificate=True)
 
-    accepted = send(settings, context, message("LAB-TLS", "TLS1"))
-    impersonating = send(settings, context, message("OTHER-LAB", "TLS2"))
+    accepted = mllp_send(settings.mllp_port, message("LAB-TLS", "TLS1"), ssl_context=context)[0]
+    impersonating = mllp_send(settings.mllp_port, message("OTHER-LAB", "TLS2"), ssl_context=context)[0]
 
     assert (accepted.code, accepted.control_id) == ("AA", "TLS1")
     assert (impersonating.code, impersonating.control_id) == ("AR", "TLS2")
@@ -137,4 +125,8 @@ def test_lab_with_its_certificate_is_accepted_as_itself_only(tls_gateway: tuple[
 def test_connection_without_a_client_certificate_is_refused(tls_gateway: tuple[Settings, Path]) -> None:
     settings, certs = tls_gateway
     with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
-        send(settings, client_context(certs, with_certificate=False), message("LAB-TLS", "TLS3"))
+        mllp_send(
+            settings.mllp_port,
+            message("LAB-TLS", "TLS3"),
+            ssl_context=client_context(certs, with_certificate=False),
+        )[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -12,29 +11,18 @@ import pytest
 
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
-from services.simulator.client import Ack, MllpClient
 from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
-from tests.support import http_status, wait_until
+from tests.support import http_status, mllp_send, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def send(settings: Settings, *payloads: bytes) -> list[Ack]:
-    async def go() -> list[Ack]:
-        client = await MllpClient("127.0.0.1", settings.mllp_port).connect()
-        try:
-            return [await client.send(p) for p in payloads]
-        finally:
-            await client.close()
-
-    return asyncio.run(go())
 
 
 def stored(settings: Settings, specimen_id: str) -> list[tuple[object, ...]]:
     with psycopg.connect(libpq_url(settings.require_database())) as conn:
         return conn.execute(
             "SELECT sending_facility, message_control_id, loinc, test_kind, outcome, status, department "
-            "FROM results WHERE specimen_id = %s ORDER BY loinc", (specimen_id,)
+            "FROM results WHERE specimen_id = %s ORDER BY loinc",
+            (specimen_id,),
         ).fetchall()
 
 
@@ -42,13 +30,18 @@ def test_valid_result_is_acknowledged_then_stored(services: Settings) -> None:
     rng = random.Random(7)
     patient = random_patient(rng, {"2A": 1.0}, without_ins=0.0)
     result_time = datetime.now(UTC) - timedelta(hours=1)
-    order = Order("E2E-0001", "258500001", result_time - timedelta(hours=5), [
-        Observation("94500-6", "260373001", "F", result_time),
-        Observation("94558-4", "NEGATIF", "F", result_time),
-    ])
+    order = Order(
+        "E2E-0001",
+        "258500001",
+        result_time - timedelta(hours=5),
+        [
+            Observation("94500-6", "260373001", "F", result_time),
+            Observation("94558-4", "NEGATIF", "F", result_time),
+        ],
+    )
     message = build_oru_r01("LAB-E2E", "CTRL-0001", [(patient, [order])])
 
-    (ack,) = send(services, message)
+    (ack,) = mllp_send(services.mllp_port, message)
 
     assert (ack.code, ack.control_id, ack.errors) == ("AA", "CTRL-0001", [])
     rows = wait_until(lambda: stored(services, "E2E-0001"), what="the stored results")
@@ -57,7 +50,7 @@ def test_valid_result_is_acknowledged_then_stored(services: Settings) -> None:
         ("LAB-E2E", "CTRL-0001", "94558-4", "antigen", "negative", "F", "2A"),
     ]
     # the same message again (a lost ACK): acknowledged again, still stored once
-    (again,) = send(services, message)
+    (again,) = mllp_send(services.mllp_port, message)
     assert again.code == "AA"
     assert len(stored(services, "E2E-0001")) == 2
     assert http_status(f"http://127.0.0.1:{services.gateway_ops_port}/metrics") == 200
@@ -70,10 +63,14 @@ def test_invalid_content_gets_ae_with_a_precise_err_and_nothing_is_stored(servic
     wrong_key = (int(patient.ins[-2:]) + 1) % 97 or 1
     patient = replace(patient, ins=f"{patient.ins[:-2]}{wrong_key:02d}")
     result_time = datetime.now(UTC) - timedelta(hours=1)
-    order = Order("E2E-0002", "258500001", result_time - timedelta(hours=2),
-                  [Observation("94500-6", "POSITIF", "F", result_time)])
+    order = Order(
+        "E2E-0002",
+        "258500001",
+        result_time - timedelta(hours=2),
+        [Observation("94500-6", "POSITIF", "F", result_time)],
+    )
 
-    (ack,) = send(services, build_oru_r01("LAB-E2E", "CTRL-0002", [(patient, [order])]))
+    (ack,) = mllp_send(services.mllp_port, build_oru_r01("LAB-E2E", "CTRL-0002", [(patient, [order])]))
 
     assert (ack.code, ack.control_id) == ("AE", "CTRL-0002")
     assert len(ack.errors) == 1
@@ -85,11 +82,15 @@ def test_invalid_content_gets_ae_with_a_precise_err_and_nothing_is_stored(servic
 def test_bytes_that_are_not_hl7_get_ar_and_the_connection_keeps_serving(services: Settings) -> None:
     rng = random.Random(9)
     result_time = datetime.now(UTC) - timedelta(hours=1)
-    order = Order("E2E-0003", "258500001", result_time - timedelta(hours=2),
-                  [Observation("94500-6", "NEGATIF", "F", result_time)])
+    order = Order(
+        "E2E-0003",
+        "258500001",
+        result_time - timedelta(hours=2),
+        [Observation("94500-6", "NEGATIF", "F", result_time)],
+    )
     good = build_oru_r01("LAB-E2E", "CTRL-0003", [(random_patient(rng), [order])])
 
-    garbage, ack = send(services, b"hello, is this the lab server?", good)
+    garbage, ack = mllp_send(services.mllp_port, b"hello, is this the lab server?", good)
 
     assert garbage.code == "AR" and garbage.errors
     assert (ack.code, ack.control_id) == ("AA", "CTRL-0003")

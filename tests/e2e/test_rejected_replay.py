@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import subprocess
 import sys
@@ -13,9 +12,8 @@ import pytest
 
 from services.core.config import REPO_ROOT, Settings
 from services.core.db.engine import libpq_url
-from services.simulator.client import Ack, MllpClient
 from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
-from tests.support import settings_env, wait_until
+from tests.support import mllp_send, settings_env, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,17 +29,6 @@ def labflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def send(settings: Settings, payload: bytes) -> Ack:
-    async def go() -> Ack:
-        client = await MllpClient("127.0.0.1", settings.mllp_port).connect()
-        try:
-            return await client.send(payload)
-        finally:
-            await client.close()
-
-    return asyncio.run(go())
-
-
 def test_unknown_lab_is_refused_then_registered_and_replayed(services: Settings) -> None:
     result_time = datetime.now(UTC) - timedelta(hours=1)
     order = Order(
@@ -53,7 +40,7 @@ def test_unknown_lab_is_refused_then_registered_and_replayed(services: Settings)
     message = build_oru_r01("LAB-NEW", "CTRL-R1", [(random_patient(random.Random(5)), [order])])
     patient_name = random_patient(random.Random(5)).birth_name
 
-    assert send(services, message).code == "AR"
+    assert mllp_send(services.mllp_port, message)[0].code == "AR"
 
     listed = labflow(services, "rejected", "list", "--lab", "LAB-NEW")
     assert listed.returncode == 0, listed.stderr

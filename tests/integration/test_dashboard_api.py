@@ -13,20 +13,18 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
 from services.core.domain.model import LabResult, Outcome, Sex, TestKind
-from services.core.kafka import producer_config
 from services.dashboard.app import build_app
 from services.dashboard.queries import refresh_rollups
 from services.opendata.export import export
 from services.worker.app import build_worker
 from tests.conftest import Infrastructure
-from tests.support import isolated_settings, make_result, wait_until
+from tests.support import isolated_settings, make_result, produce_results, wait_until
 
 pytestmark = pytest.mark.integration
 DAY0 = datetime(2022, 1, 3, 9, 0, tzinfo=UTC)
@@ -42,13 +40,6 @@ def jour(days: int) -> str:
     return (DAY0.date() + timedelta(days=days)).isoformat()
 
 
-def send(settings: Settings, results: list[LabResult]) -> None:
-    producer = Producer(producer_config(settings))
-    for r in results:
-        producer.produce(settings.topics.results, r.model_dump_json().encode(), r.patient_pseudonym.encode())
-    assert producer.flush(30) == 0
-
-
 def stored_results(settings: Settings) -> int:
     with psycopg.connect(libpq_url(settings.require_database())) as conn:
         row = conn.execute("SELECT count(*) FROM results").fetchone()
@@ -62,35 +53,90 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def lab_result(lab: str, days: int, delay_h: float, **overrides: object) -> LabResult:
     collected = at(days)
-    return make_result(sending_facility=lab, collected_at=collected,
-                       received_at=collected + timedelta(hours=delay_h), **overrides)
+    return make_result(
+        sending_facility=lab,
+        collected_at=collected,
+        received_at=collected + timedelta(hours=delay_h),
+        **overrides,
+    )
 
 
 def traffic() -> list[LabResult]:
     """Several departments, regions, ages, sexes and kinds over 10 days, and two labs with known delays."""
     results = [
         lab_result("LAB-A", 0, 2, department="75", region="11", age_class="29", sex=Sex.FEMALE),
-        lab_result("LAB-A", 0, 5, department="75", region="11", age_class="49", sex=Sex.MALE,
-                   outcome=Outcome.NEGATIVE),
-        lab_result("LAB-A", 0, 30, department="92", region="11", age_class="29", sex=Sex.FEMALE,
-                   loinc="94558-4", test_kind=TestKind.ANTIGEN),
+        lab_result(
+            "LAB-A",
+            0,
+            5,
+            department="75",
+            region="11",
+            age_class="49",
+            sex=Sex.MALE,
+            outcome=Outcome.NEGATIVE,
+        ),
+        lab_result(
+            "LAB-A",
+            0,
+            30,
+            department="92",
+            region="11",
+            age_class="29",
+            sex=Sex.FEMALE,
+            loinc="94558-4",
+            test_kind=TestKind.ANTIGEN,
+        ),
         lab_result("LAB-A", 2, 10, department="2A", region="94", age_class="89", sex=Sex.MALE),
-        lab_result("LAB-B", 0, 50, department=None, region=None, postal_code=None, age_class="49",
-                   sex=Sex.MALE),
+        lab_result(
+            "LAB-B", 0, 50, department=None, region=None, postal_code=None, age_class="49", sex=Sex.MALE
+        ),
     ]
     for i in range(10):
-        results.append(make_result(collected_at=at(i), department="75", region="11", age_class="29",
-                                   sex=Sex.FEMALE if i % 2 else Sex.MALE,
-                                   outcome=Outcome.POSITIVE if i % 3 == 0 else Outcome.NEGATIVE,
-                                   received_at=at(i, 20)))
-        results.append(make_result(collected_at=at(i), department="13", region="93", age_class="69",
-                                   sex=Sex.UNKNOWN, outcome=Outcome.NEGATIVE, received_at=at(i, 20),
-                                   loinc="94558-4", test_kind=TestKind.ANTIGEN))
+        results.append(
+            make_result(
+                collected_at=at(i),
+                department="75",
+                region="11",
+                age_class="29",
+                sex=Sex.FEMALE if i % 2 else Sex.MALE,
+                outcome=Outcome.POSITIVE if i % 3 == 0 else Outcome.NEGATIVE,
+                received_at=at(i, 20),
+            )
+        )
+        results.append(
+            make_result(
+                collected_at=at(i),
+                department="13",
+                region="93",
+                age_class="69",
+                sex=Sex.UNKNOWN,
+                outcome=Outcome.NEGATIVE,
+                received_at=at(i, 20),
+                loinc="94558-4",
+                test_kind=TestKind.ANTIGEN,
+            )
+        )
     # unknown age class: all-ages only; serology never counts
-    results.append(make_result(collected_at=at(4), department="75", region="11", age_class=None,
-                               birth_year=None, received_at=at(4, 20)))
-    results.append(make_result(collected_at=at(5), department="75", region="11", loinc="94762-2",
-                               test_kind=TestKind.SEROLOGY, received_at=at(5, 20)))
+    results.append(
+        make_result(
+            collected_at=at(4),
+            department="75",
+            region="11",
+            age_class=None,
+            birth_year=None,
+            received_at=at(4, 20),
+        )
+    )
+    results.append(
+        make_result(
+            collected_at=at(5),
+            department="75",
+            region="11",
+            loinc="94762-2",
+            test_kind=TestKind.SEROLOGY,
+            received_at=at(5, 20),
+        )
+    )
     return results
 
 
@@ -107,7 +153,7 @@ def filled(
         thread.start()
         try:
             results = traffic()
-            send(settings, results)
+            produce_results(settings, results)
             wait_until(lambda: stored_results(settings) == len(results), what="results stored")
         finally:
             running.stop()
@@ -137,17 +183,24 @@ def test_series_match_the_open_data_files(filled: tuple[Settings, TestClient, Pa
     for dep in ("75", "13", "2A", "92"):
         for age in ("0", "29", "49", "69"):
             days = by_day(get(client, "/api/v1/indicators", level="dep", code=dep, age=age, **window))
-            expected = {r["jour"]: (int(r["P"]), int(r["T"])) for r in dep_rows
-                        if r["dep"] == dep and r["cl_age90"] == age}
+            expected = {
+                r["jour"]: (int(r["P"]), int(r["T"]))
+                for r in dep_rows
+                if r["dep"] == dep and r["cl_age90"] == age
+            }
             assert {d: (v["p"], v["t"]) for d, v in days.items()} == expected, (dep, age)
 
-    for level, code, name in (("reg", "11", "sp-pos-quot-reg.csv"), ("reg", "93", "sp-pos-quot-reg.csv"),
-                              ("fra", "FR", "sp-pos-quot-fra.csv")):
+    for level, code, name in (
+        ("reg", "11", "sp-pos-quot-reg.csv"),
+        ("reg", "93", "sp-pos-quot-reg.csv"),
+        ("fra", "FR", "sp-pos-quot-fra.csv"),
+    ):
         rows = [r for r in read_csv(folder / name) if r[level] == code]
         for age in ("0", "29", "49"):
             for sex, p_col, t_col in (("all", "P", "T"), ("F", "P_f", "T_f"), ("M", "P_h", "T_h")):
-                days = by_day(get(client, "/api/v1/indicators", level=level, code=code, age=age, sex=sex,
-                                  **window))
+                days = by_day(
+                    get(client, "/api/v1/indicators", level=level, code=code, age=age, sex=sex, **window)
+                )
                 expected = {r["jour"]: (int(r[p_col]), int(r[t_col])) for r in rows if r["cl_age90"] == age}
                 assert {d: (v["p"], v["t"]) for d, v in days.items()} == expected, (level, code, age, sex)
 
@@ -161,8 +214,16 @@ def test_series_match_the_open_data_files(filled: tuple[Settings, TestClient, Pa
     for row in sliding:
         if row["dep"] not in ("75", "13", "2A") or row["cl_age90"] not in ("0", "29"):
             continue
-        day = by_day(get(client, "/api/v1/indicators", level="dep", code=row["dep"], age=row["cl_age90"],
-                         **{"from": row["jour"], "to": row["jour"]}))[row["jour"]]
+        day = by_day(
+            get(
+                client,
+                "/api/v1/indicators",
+                level="dep",
+                code=row["dep"],
+                age=row["cl_age90"],
+                **{"from": row["jour"], "to": row["jour"]},
+            )
+        )[row["jour"]]
         assert (day["p7"], day["t7"]) == (int(row["P7"]), int(row["T7"]))
         assert f"{day['incidence']:.2f}" == row["tx_incid"]
         assert (f"{day['positivity']:.2f}" if day["positivity"] is not None else "") == row["tx_pos"]
@@ -173,20 +234,25 @@ def test_map_gives_each_department_the_7_day_file_values(filled: tuple[Settings,
     body = get(client, "/api/v1/map", day=jour(9))
     departments = {d["department"]: d for d in body["departments"]}
     assert len(departments) == 104
-    expected = {r["dep"]: r for r in read_csv(folder / "sp-pos-7j-dep.csv")
-                if r["jour"] == jour(9) and r["cl_age90"] == "0"}
+    expected = {
+        r["dep"]: r
+        for r in read_csv(folder / "sp-pos-7j-dep.csv")
+        if r["jour"] == jour(9) and r["cl_age90"] == "0"
+    }
     for dep, row in expected.items():
         d = departments[dep]
         assert (d["p7"], d["t7"]) == (int(row["P7"]), int(row["T7"])), dep
         assert f"{d['incidence']:.2f}" == row["tx_incid"], dep
         assert (f"{d['positivity']:.2f}" if d["positivity"] is not None else "") == row["tx_pos"], dep
     # week on week: the incidence 7 days before, as the department's own series gives it
-    series = by_day(get(client, "/api/v1/indicators", level="dep", code="75",
-                        **{"from": jour(2), "to": jour(9)}))
+    series = by_day(
+        get(client, "/api/v1/indicators", level="dep", code="75", **{"from": jour(2), "to": jour(9)})
+    )
     assert departments["75"]["incidence_previous_week"] == series[jour(2)]["incidence"]
     csv_text = client.get("/api/v1/map", params={"day": jour(9), "format": "csv"}, headers=AUTH).text
-    assert csv_text.splitlines()[0] == ("department;region;p7;t7;incidence;positivity;"
-                                        "incidence_previous_week;incidence_change_pct")
+    assert csv_text.splitlines()[0] == (
+        "department;region;p7;t7;incidence;positivity;incidence_previous_week;incidence_change_pct"
+    )
     assert len(csv_text.splitlines()) == 105
 
 
@@ -211,17 +277,22 @@ def test_lab_reporting_delays_and_silent_labs(filled: tuple[Settings, TestClient
     assert body["silent"] == []
     day3 = get(client, "/api/v1/labs/reporting", **{"from": jour(3), "to": jour(3)})["silent"]
     assert {(s["lab"], s["silent_hours_at_least"]) for s in day3} == {("LAB-A", 24), ("LAB-B", 24)}
-    csv_text = client.get("/api/v1/labs/reporting", headers=AUTH,
-                          params={"from": jour(3), "to": jour(4), "view": "silent", "format": "csv"}).text
+    csv_text = client.get(
+        "/api/v1/labs/reporting",
+        headers=AUTH,
+        params={"from": jour(3), "to": jour(4), "view": "silent", "format": "csv"},
+    ).text
     rows = list(csv.DictReader(io.StringIO(csv_text), delimiter=";"))
     assert {r["lab"] for r in rows} >= {"LAB-B"}
 
 
 def test_every_endpoint_answers_csv(filled: tuple[Settings, TestClient, Path]) -> None:
     _, client, _ = filled
-    response = client.get("/api/v1/indicators", headers=AUTH,
-                          params={"level": "reg", "code": "11", "from": jour(0), "to": jour(9),
-                                  "format": "csv"})
+    response = client.get(
+        "/api/v1/indicators",
+        headers=AUTH,
+        params={"level": "reg", "code": "11", "from": jour(0), "to": jour(9), "format": "csv"},
+    )
     assert response.status_code == 200 and response.headers["content-type"] == "text/csv; charset=utf-8"
     assert "attachment" in response.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(response.text), delimiter=";"))
@@ -229,15 +300,18 @@ def test_every_endpoint_answers_csv(filled: tuple[Settings, TestClient, Path]) -
     assert set(rows[0]) == {"day", "p", "t", "p7", "t7", "incidence", "positivity"}
 
 
-@pytest.mark.parametrize(("params", "reason"), [
-    ({"level": "city", "from": "2022-01-01", "to": "2022-01-02"}, "level"),
-    ({"level": "dep", "code": "99", "from": "2022-01-01", "to": "2022-01-02"}, "unknown dep code"),
-    ({"level": "fra", "from": "2022-13-01", "to": "2022-01-02"}, "date"),
-    ({"level": "fra", "from": "2022-01-05", "to": "2022-01-02"}, "is after"),
-    ({"level": "fra", "from": "2022-01-01", "to": "2022-01-02", "age": "42"}, "age class"),
-    ({"level": "fra", "from": "2022-01-01", "to": "2022-01-02", "sex": "X"}, "sex"),
-    ({"level": "fra", "from": "2022-01-01", "to": "2022-01-02", "kind": "pcr"}, "test kind"),
-])
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"level": "city", "from": "2022-01-01", "to": "2022-01-02"}, "level"),
+        ({"level": "dep", "code": "99", "from": "2022-01-01", "to": "2022-01-02"}, "unknown dep code"),
+        ({"level": "fra", "from": "2022-13-01", "to": "2022-01-02"}, "date"),
+        ({"level": "fra", "from": "2022-01-05", "to": "2022-01-02"}, "is after"),
+        ({"level": "fra", "from": "2022-01-01", "to": "2022-01-02", "age": "42"}, "age class"),
+        ({"level": "fra", "from": "2022-01-01", "to": "2022-01-02", "sex": "X"}, "sex"),
+        ({"level": "fra", "from": "2022-01-01", "to": "2022-01-02", "kind": "pcr"}, "test kind"),
+    ],
+)
 def test_invalid_input_is_a_422_with_a_reason(
     filled: tuple[Settings, TestClient, Path], params: dict[str, str], reason: str
 ) -> None:
@@ -249,11 +323,16 @@ def test_invalid_input_is_a_422_with_a_reason(
 
 def test_labs_period_is_bounded_and_access_is_required(filled: tuple[Settings, TestClient, Path]) -> None:
     _, client, _ = filled
-    too_long = client.get("/api/v1/labs/reporting", params={"from": "2022-01-01", "to": "2022-03-01"},
-                          headers=AUTH)
+    too_long = client.get(
+        "/api/v1/labs/reporting", params={"from": "2022-01-01", "to": "2022-03-01"}, headers=AUTH
+    )
     assert too_long.status_code == 422 and "at most 14 days" in too_long.json()["detail"]
-    for path in ("/api/v1/indicators?level=fra&from=2022-01-01&to=2022-01-02", "/api/v1/map?day=2022-01-01",
-                 "/api/v1/labs/reporting", "/api/v1/meta"):
+    for path in (
+        "/api/v1/indicators?level=fra&from=2022-01-01&to=2022-01-02",
+        "/api/v1/map?day=2022-01-01",
+        "/api/v1/labs/reporting",
+        "/api/v1/meta",
+    ):
         assert client.get(path).status_code == 401
         assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.get("/healthz").status_code == 200

@@ -14,18 +14,24 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
-from services.core.domain.model import LabResult, Outcome, Sex, TestKind
-from services.core.kafka import producer_config
+from services.core.domain.model import Outcome, Sex, TestKind
 from services.opendata.app import build_app
 from services.opendata.export import export
 from services.opendata.files import INDEX_NAME
 from services.worker.app import build_worker
-from tests.support import ServiceProcess, free_port, http_status, make_result, settings_env, wait_until
+from tests.support import (
+    ServiceProcess,
+    free_port,
+    http_status,
+    make_result,
+    produce_results,
+    settings_env,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 DAY0 = datetime(2022, 1, 3, 9, 0, tzinfo=UTC)
@@ -38,13 +44,6 @@ def at(days: int) -> datetime:
 
 def jour(days: int) -> str:
     return (DAY0.date() + timedelta(days=days)).isoformat()
-
-
-def send(settings: Settings, results: list[LabResult]) -> None:
-    producer = Producer(producer_config(settings))
-    for r in results:
-        producer.produce(settings.topics.results, r.model_dump_json().encode(), r.patient_pseudonym.encode())
-    assert producer.flush(30) == 0
 
 
 def stored_results(settings: Settings) -> int:
@@ -92,24 +91,57 @@ def test_results_through_the_worker_become_the_published_files(worker: Settings,
     results = [
         alice,
         # 3 days later: covered by her positive, counts nowhere
-        make_result(patient_pseudonym=alice.patient_pseudonym, collected_at=at(3), department="75",
-                    region="11", age_class="29", sex=Sex.FEMALE),
-        make_result(collected_at=at(0), outcome=Outcome.NEGATIVE, department="2A", region="94",
-                    age_class="89", sex=Sex.MALE),
+        make_result(
+            patient_pseudonym=alice.patient_pseudonym,
+            collected_at=at(3),
+            department="75",
+            region="11",
+            age_class="29",
+            sex=Sex.FEMALE,
+        ),
+        make_result(
+            collected_at=at(0),
+            outcome=Outcome.NEGATIVE,
+            department="2A",
+            region="94",
+            age_class="89",
+            sex=Sex.MALE,
+        ),
         make_result(collected_at=at(1), department="971", region="01", age_class="09", sex=Sex.UNKNOWN),
         # unknown residence: national file only
-        make_result(collected_at=at(2), department=None, region=None, postal_code=None, age_class="49",
-                    sex=Sex.MALE),
+        make_result(
+            collected_at=at(2), department=None, region=None, postal_code=None, age_class="49", sex=Sex.MALE
+        ),
         # unknown age class: all-ages rows only
-        make_result(collected_at=at(7), outcome=Outcome.NEGATIVE, department="13", region="93",
-                    age_class=None, birth_year=None, sex=Sex.FEMALE),
+        make_result(
+            collected_at=at(7),
+            outcome=Outcome.NEGATIVE,
+            department="13",
+            region="93",
+            age_class=None,
+            birth_year=None,
+            sex=Sex.FEMALE,
+        ),
         # serology does not count
-        make_result(collected_at=at(4), loinc="94762-2", test_kind=TestKind.SEROLOGY, department="75",
-                    region="11", age_class="29"),
-        make_result(collected_at=at(5), loinc="94558-4", test_kind=TestKind.ANTIGEN, department="978",
-                    region=None, age_class="39", sex=Sex.FEMALE),
+        make_result(
+            collected_at=at(4),
+            loinc="94762-2",
+            test_kind=TestKind.SEROLOGY,
+            department="75",
+            region="11",
+            age_class="29",
+        ),
+        make_result(
+            collected_at=at(5),
+            loinc="94558-4",
+            test_kind=TestKind.ANTIGEN,
+            department="978",
+            region=None,
+            age_class="39",
+            sex=Sex.FEMALE,
+        ),
     ]
-    send(settings, results)
+    produce_results(settings, results)
     wait_until(lambda: stored_results(settings) == len(results), what="results stored")
 
     first = export(settings, datetime.now(UTC))
@@ -119,27 +151,38 @@ def test_results_through_the_worker_become_the_published_files(worker: Settings,
     dep = read_csv(folder / "sp-pos-quot-dep.csv")
     assert len(dep) == 104 * 8 * 11
     assert nonzero(dep, "dep", ("P", "T")) == {
-        ("75", jour(0), "29"): (1, 1), ("75", jour(0), "0"): (1, 1),
-        ("2A", jour(0), "89"): (0, 1), ("2A", jour(0), "0"): (0, 1),
-        ("971", jour(1), "09"): (1, 1), ("971", jour(1), "0"): (1, 1),
+        ("75", jour(0), "29"): (1, 1),
+        ("75", jour(0), "0"): (1, 1),
+        ("2A", jour(0), "89"): (0, 1),
+        ("2A", jour(0), "0"): (0, 1),
+        ("971", jour(1), "09"): (1, 1),
+        ("971", jour(1), "0"): (1, 1),
         ("13", jour(7), "0"): (0, 1),
-        ("978", jour(5), "39"): (1, 1), ("978", jour(5), "0"): (1, 1),
+        ("978", jour(5), "39"): (1, 1),
+        ("978", jour(5), "0"): (1, 1),
     }
     sexed = ("P_f", "P_h", "P", "T_f", "T_h", "T")
     reg = read_csv(folder / "sp-pos-quot-reg.csv")
     assert nonzero(reg, "reg", sexed) == {
-        ("11", jour(0), "29"): (1, 0, 1, 1, 0, 1), ("11", jour(0), "0"): (1, 0, 1, 1, 0, 1),
-        ("94", jour(0), "89"): (0, 0, 0, 0, 1, 1), ("94", jour(0), "0"): (0, 0, 0, 0, 1, 1),
-        ("01", jour(1), "09"): (0, 0, 1, 0, 0, 1), ("01", jour(1), "0"): (0, 0, 1, 0, 0, 1),
+        ("11", jour(0), "29"): (1, 0, 1, 1, 0, 1),
+        ("11", jour(0), "0"): (1, 0, 1, 1, 0, 1),
+        ("94", jour(0), "89"): (0, 0, 0, 0, 1, 1),
+        ("94", jour(0), "0"): (0, 0, 0, 0, 1, 1),
+        ("01", jour(1), "09"): (0, 0, 1, 0, 0, 1),
+        ("01", jour(1), "0"): (0, 0, 1, 0, 0, 1),
         ("93", jour(7), "0"): (0, 0, 0, 1, 0, 1),
     }
     fra = read_csv(folder / "sp-pos-quot-fra.csv")
     assert nonzero(fra, "fra", sexed) == {
-        ("FR", jour(0), "29"): (1, 0, 1, 1, 0, 1), ("FR", jour(0), "89"): (0, 0, 0, 0, 1, 1),
+        ("FR", jour(0), "29"): (1, 0, 1, 1, 0, 1),
+        ("FR", jour(0), "89"): (0, 0, 0, 0, 1, 1),
         ("FR", jour(0), "0"): (1, 0, 1, 1, 1, 2),
-        ("FR", jour(1), "09"): (0, 0, 1, 0, 0, 1), ("FR", jour(1), "0"): (0, 0, 1, 0, 0, 1),
-        ("FR", jour(2), "49"): (0, 1, 1, 0, 1, 1), ("FR", jour(2), "0"): (0, 1, 1, 0, 1, 1),
-        ("FR", jour(5), "39"): (1, 0, 1, 1, 0, 1), ("FR", jour(5), "0"): (1, 0, 1, 1, 0, 1),
+        ("FR", jour(1), "09"): (0, 0, 1, 0, 0, 1),
+        ("FR", jour(1), "0"): (0, 0, 1, 0, 0, 1),
+        ("FR", jour(2), "49"): (0, 1, 1, 0, 1, 1),
+        ("FR", jour(2), "0"): (0, 1, 1, 0, 1, 1),
+        ("FR", jour(5), "39"): (1, 0, 1, 1, 0, 1),
+        ("FR", jour(5), "0"): (1, 0, 1, 1, 0, 1),
         ("FR", jour(7), "0"): (0, 0, 0, 1, 0, 1),
     }
     sliding = read_csv(folder / "sp-pos-7j-dep.csv")
@@ -153,13 +196,14 @@ def test_results_through_the_worker_become_the_published_files(worker: Settings,
     assert sum(national.values()) == 4
     departments = reuser_all_ages(folder / "sp-pos-quot-dep.csv")
     assert {r["dep"] for r in departments} >= {"01", "2A", "971", "978"}
-    incidence = {r["dep"]: 100000 * int(r["P"]) / float(r["pop"])
-                 for r in departments if r["jour"] == jour(5)}
+    incidence = {
+        r["dep"]: 100000 * int(r["P"]) / float(r["pop"]) for r in departments if r["jour"] == jour(5)
+    }
     assert incidence["978"] == pytest.approx(100000 / 35334)
 
     # a late result for a past day changes that day in the next publication
     late = make_result(collected_at=at(1), department="75", region="11", age_class="29", sex=Sex.MALE)
-    send(settings, [late])
+    produce_results(settings, [late])
     wait_until(lambda: stored_results(settings) == len(results) + 1, what="late result stored")
     second = export(settings, datetime.now(UTC) + timedelta(minutes=1))
     assert second.stamp != first.stamp
@@ -172,8 +216,12 @@ def test_results_through_the_worker_become_the_published_files(worker: Settings,
 
     # no person-level value in any cell of any published file
     everything = [*results, late]
-    personal = {value for r in everything
-                for value in (r.patient_pseudonym, r.result_id, r.specimen_id, r.message_control_id) if value}
+    personal = {
+        value
+        for r in everything
+        for value in (r.patient_pseudonym, r.result_id, r.specimen_id, r.message_control_id)
+        if value
+    }
     for path in folder.iterdir():
         if path.name.startswith("."):
             continue
@@ -188,7 +236,7 @@ def test_results_through_the_worker_become_the_published_files(worker: Settings,
 
 def test_http_etag_conditional_get_and_content_types(worker: Settings) -> None:
     settings = worker
-    send(settings, [make_result(collected_at=at(0), department="2B", region="94", age_class="69")])
+    produce_results(settings, [make_result(collected_at=at(0), department="2B", region="94", age_class="69")])
     wait_until(lambda: stored_results(settings) == 1, what="result stored")
     export(settings, datetime.now(UTC) - timedelta(minutes=1))
     folder = settings.opendata_path
@@ -212,15 +260,22 @@ def test_http_etag_conditional_get_and_content_types(worker: Settings) -> None:
     assert head.status_code == 200 and head.content == b""
     assert int(head.headers["content-length"]) == index["files"][0]["bytes"]
 
-    for path in ("/nope.csv", "/..%2Flabflow.env", "/%2e%2e%2Findex.json", "/.publish.lock",
-                 "/..%2F..%2F..%2Fetc%2Fpasswd", "/sub/index.json", "/index.json%00.csv"):
+    for path in (
+        "/nope.csv",
+        "/..%2Flabflow.env",
+        "/%2e%2e%2Findex.json",
+        "/.publish.lock",
+        "/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/sub/index.json",
+        "/index.json%00.csv",
+    ):
         response = client.get(path)
         assert response.status_code == 404, path
         assert response.headers["content-type"] == "application/json"
 
     # a new publication: the stable name now has another ETag, the old one no longer matches
     old = client.get("/sp-pos-quot-fra.csv").headers["etag"]
-    send(settings, [make_result(collected_at=at(1), department="2B", region="94", age_class="69")])
+    produce_results(settings, [make_result(collected_at=at(1), department="2B", region="94", age_class="69")])
     wait_until(lambda: stored_results(settings) == 2, what="second result stored")
     export(settings, datetime.now(UTC))
     fresh = client.get("/sp-pos-quot-fra.csv", headers={"If-None-Match": old})
@@ -228,8 +283,9 @@ def test_http_etag_conditional_get_and_content_types(worker: Settings) -> None:
 
     assert client.get("/readyz").status_code == 200
     metrics = client.get("/metrics").text
-    age = next(line for line in metrics.splitlines()
-               if line.startswith("labflow_opendata_publication_age_seconds "))
+    age = next(
+        line for line in metrics.splitlines() if line.startswith("labflow_opendata_publication_age_seconds ")
+    )
     assert 0 <= float(age.split()[1]) < 60
 
 
@@ -237,8 +293,13 @@ def test_the_service_publishes_at_start_and_serves(fresh_settings: Settings, tmp
     port = free_port()
     folder = tmp_path / "published"
     env = settings_env(fresh_settings, LABFLOW_OPENDATA_DIR=str(folder), LABFLOW_OPENDATA_PORT=str(port))
-    publish = subprocess.run([sys.executable, "-m", "services.cli", "opendata", "publish"], env=env,
-                             capture_output=True, text=True, timeout=60)
+    publish = subprocess.run(
+        [sys.executable, "-m", "services.cli", "opendata", "publish"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert publish.returncode == 0, publish.stderr
     assert "sp-pos-quot-dep-" in publish.stdout and (folder / INDEX_NAME).exists()
 

@@ -8,25 +8,17 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.case_event import CaseEventMessage
-from services.core.domain.model import LabResult, Outcome, ResultStatus, TestKind
-from services.core.kafka import producer_config
+from services.core.domain.model import Outcome, ResultStatus, TestKind
 from services.worker.app import build_relay, build_worker
-from tests.support import full_recomputation, make_result, stored_aggregates, wait_until
+from tests.support import full_recomputation, make_result, produce_results, stored_aggregates, wait_until
 
 pytestmark = pytest.mark.integration
 DAY0 = datetime(2022, 1, 3, 9, 0, tzinfo=UTC)
-
-
-def send(settings: Settings, results: list[LabResult]) -> None:
-    producer = Producer(producer_config(settings))
-    for r in results:
-        producer.produce(settings.topics.results, r.model_dump_json().encode(), r.patient_pseudonym.encode())
-    assert producer.flush(30) == 0
 
 
 def query(settings: Settings, sql: str, *params: object) -> list[tuple[object, ...]]:
@@ -93,7 +85,7 @@ def test_people_are_counted_once_and_cases_reach_cases_topic(pipeline: Settings)
     )
     bob = make_result(collected_at=DAY0, outcome=Outcome.NEGATIVE, department="2A", age_class="89")
     carol = make_result(collected_at=DAY0, department="971", age_class="09")
-    send(settings, [alice, alice_again, same_day_antigen, bob, carol])
+    produce_results(settings, [alice, alice_again, same_day_antigen, bob, carol])
     wait_until(lambda: query(settings, "SELECT count(*) FROM results")[0][0] == 5, what="5 results")
 
     # a correction turns Carol's positive negative: her case is retracted, she stays in T only
@@ -104,7 +96,7 @@ def test_people_are_counted_once_and_cases_reach_cases_topic(pipeline: Settings)
             "result_at": carol.result_at + timedelta(hours=3),  # type: ignore[operator]
         }
     )
-    send(settings, [carol_corrected])
+    produce_results(settings, [carol_corrected])
     wait_until(
         lambda: (
             query(settings, "SELECT status FROM cases WHERE patient_pseudonym = %s", carol.patient_pseudonym)
@@ -147,7 +139,7 @@ def test_lab_reception_statistics(pipeline: Settings) -> None:
         )
         for h in (1, 5, 30)
     ]
-    send(settings, results + results[:1])  # the re-send is not a new reception
+    produce_results(settings, results + results[:1])  # the re-send is not a new reception
     wait_until(
         lambda: (
             query(settings, "SELECT results, positives FROM lab_daily WHERE lab = 'LAB-STATS'") == [(3, 1)]
