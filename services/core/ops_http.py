@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 
@@ -61,3 +63,25 @@ def _handler(ready: Callable[[], bool], registry: CollectorRegistry) -> type[Bas
             return
 
     return Handler
+
+
+def add_ops_routes(
+    app: FastAPI, not_ready: Callable[[], str | None], registry: CollectorRegistry = REGISTRY
+) -> None:
+    """The same three routes on a service that already serves HTTP with FastAPI; `not_ready` returns
+    why the service cannot serve yet, or None."""
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        reason = not_ready()
+        if reason is None:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)

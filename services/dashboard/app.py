@@ -16,12 +16,10 @@ from fastapi import Body, FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Gauge,
     Histogram,
-    generate_latest,
 )
 from sqlalchemy import Engine
 
@@ -29,6 +27,7 @@ from services.core.config import Settings
 from services.core.db.engine import make_engine
 from services.core.domain.indicators import Geography
 from services.core.logs import configure_logging, get_logger
+from services.core.ops_http import add_ops_routes
 from services.core.reference import load_reference
 from services.dashboard.api import create_router
 from services.dashboard.auth import COOKIE_NAME, Authenticator
@@ -118,25 +117,15 @@ def build_app(
                 time.perf_counter() - started)
         return response
 
-    @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
+    def not_ready() -> str | None:
         try:
             with connection(engine) as conn:
                 conn.execute("SELECT 1")
         except Exception as exc:
-            return JSONResponse({"status": "not ready", "reason": type(exc).__name__}, status_code=503)
-        if not ready():
-            return JSONResponse({"status": "not ready", "reason": "rollups not refreshed yet"},
-                                status_code=503)
-        return JSONResponse({"status": "ready"})
+            return type(exc).__name__
+        return None if ready() else "rollups not refreshed yet"
+
+    add_ops_routes(app, not_ready, registry)
 
     @app.post("/login")
     def login(request: Request, token: Annotated[str, Body(embed=True)]) -> JSONResponse:

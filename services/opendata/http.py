@@ -17,8 +17,9 @@ from typing import BinaryIO
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry
 
+from services.core.ops_http import add_ops_routes
 from services.opendata.files import INDEX_NAME
 
 CONTENT_TYPES = {".csv": "text/csv; charset=utf-8", ".json": "application/json"}
@@ -77,19 +78,9 @@ def create_app(directory: Path, registry: CollectorRegistry = REGISTRY) -> FastA
     app = FastAPI(title="LabFlow open data", docs_url=None, redoc_url=None, openapi_url=None)
     digests = _Digests()
 
-    @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
-        if (directory / INDEX_NAME).is_file():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not ready", "reason": "nothing published yet"}, status_code=503)
+    add_ops_routes(
+        app, lambda: None if (directory / INDEX_NAME).is_file() else "nothing published yet", registry
+    )
 
     @app.api_route("/{name}", methods=["GET", "HEAD"])
     def download(name: str, request: Request) -> Response:
