@@ -33,6 +33,9 @@ def consumer_config(settings: Settings, group_id: str, **extra: object) -> dict[
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
+        # a worker that died is noticed in 10 s (default 45 s): its partitions do not wait long
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
         "isolation.level": "read_committed",
     }
     config.update(extra)

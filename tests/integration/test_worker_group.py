@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -30,30 +31,47 @@ pytestmark = pytest.mark.integration
 def test_two_workers_one_stopped_and_restarted_reach_the_same_state(
     fresh_settings: Settings, tmp_path: Path
 ) -> None:
-    settings = fresh_settings.model_copy(update={"worker_batch_size": 100})
-    stream = random_result_stream(12_000, persons=4_000, seed=21)
-    producer = Producer(producer_config(settings))
-    for r in stream:
-        producer.produce(settings.topics.results, r.model_dump_json().encode(), r.patient_pseudonym.encode())
-        producer.poll(0)
-    assert producer.flush(60) == 0
-    ends = {p: o for p, o in end_offsets(settings).items() if o > 0}
+    settings = fresh_settings.model_copy(update={"worker_batch_size": 200})
+    stream = random_result_stream(24_000, persons=6_000, seed=21)
+
+    def lab_traffic() -> None:  # results keep arriving while workers join and leave (~16 s)
+        producer = Producer(producer_config(settings))
+        for start in range(0, len(stream), 500):
+            for r in stream[start : start + 500]:
+                producer.produce(
+                    settings.topics.results, r.model_dump_json().encode(), r.patient_pseudonym.encode()
+                )
+                producer.poll(0)
+            time.sleep(0.33)
+        assert producer.flush(60) == 0
 
     def worker() -> ServiceProcess:
         return ServiceProcess(
             "worker", settings_env(settings, LABFLOW_WORKER_OPS_PORT=str(free_port())), tmp_path
         )
 
-    first, second = worker(), worker()
+    traffic = threading.Thread(target=lab_traffic)
+    first = worker()
+    traffic.start()
+    second = worker()
     try:
         wait_until(
             lambda: "partitions assigned" in second.log(), timeout_s=30, what="the second worker's share"
         )
         time.sleep(1.0)
-        assert stored_offsets(settings) != ends, "the stream ended before the rebalance: make it longer"
         second.stop()  # graceful leave: its partitions move to the first worker
+        assert second.proc.returncode == 0, f"the worker did not stop cleanly:\n{second.log()}"
         time.sleep(1.0)
         second = worker()  # and it joins again
+        wait_until(
+            lambda: "partitions assigned" in second.log(),
+            timeout_s=30,
+            what="the second worker back",
+        )
+        assert traffic.is_alive(), "the traffic ended before the second worker came back: make it longer"
+        traffic.join(60)
+        ends = {p: o for p, o in end_offsets(settings).items() if o > 0}
+        assert sum(ends.values()) == len(stream)
         wait_until(
             lambda: stored_offsets(settings) == ends,
             timeout_s=180,
@@ -65,6 +83,7 @@ def test_two_workers_one_stopped_and_restarted_reach_the_same_state(
     finally:
         first.stop()
         second.stop()
+        traffic.join(60)
 
     url = settings.require_database()
     with psycopg.connect(libpq_url(url)) as conn:
