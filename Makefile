@@ -36,9 +36,10 @@ demo: setup
 
 test: setup
 	@# the dashboard's browser test drives Debian's chromium; a missing browser fails the test
-	command -v chromium || (apt-get update && apt-get install -y chromium)
+	command -v chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	@# promtool checks deploy/prometheus (tests/unit/test_deploy_configs.py)
-	command -v promtool || (apt-get update && apt-get install -y --no-install-recommends prometheus)
+	command -v promtool || (apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
