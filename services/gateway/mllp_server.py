@@ -39,7 +39,12 @@ class MllpServer:
         self.read_timeout_s = read_timeout_s
         self.ssl_context = ssl_context
         self._slots = asyncio.Semaphore(max_connections)
+
         self._server: asyncio.Server | None = None
+
+    def _registered_lab(self, certificate_fingerprint: str) -> str | None:
+        lab = self.intake.labs.lab_for_fingerprint(certificate_fingerprint) if self.intake.labs else None
+        return lab.lab_id if lab is not None else None
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -61,7 +66,7 @@ class MllpServer:
         async with self._slots:
             metrics.CONNECTIONS.inc()
             ssl_object = writer.get_extra_info("ssl_object")
-            lab = lab_of(ssl_object.getpeercert()) if ssl_object is not None else None
+            lab = lab_of(ssl_object, self._registered_lab) if ssl_object is not None else None
             try:
                 await self._converse(reader, writer, lab)
             except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:

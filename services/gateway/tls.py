@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,8 @@ def server_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLCont
     return context
 
 
-def lab_of(peer_certificate: dict[str, Any] | None) -> str | None:
-    """The lab a verified client certificate names (subject commonName), if any."""
+def common_name(peer_certificate: dict[str, Any] | None) -> str | None:
+    """The subject commonName of a verified client certificate, if any."""
     if not peer_certificate:
         return None
     for rdn in peer_certificate.get("subject", ()):
@@ -26,3 +28,12 @@ def lab_of(peer_certificate: dict[str, Any] | None) -> str | None:
             if name == "commonName":
                 return str(value)
     return None
+
+
+def lab_of(ssl_object: ssl.SSLObject, by_fingerprint: Callable[[str], str | None]) -> str | None:
+    """The lab a verified client certificate identifies: the one registered with that certificate's
+    SHA-256 fingerprint, else the lab its subject CN names."""
+    der = ssl_object.getpeercert(binary_form=True)
+    if der is None:
+        return None
+    return by_fingerprint(hashlib.sha256(der).hexdigest()) or common_name(ssl_object.getpeercert())

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from services.core.config import Settings
+from services.core.db.engine import make_engine
+from services.gateway.labs import LabDirectory
 from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
 from tests.support import ServiceProcess, free_port, mllp_send, port_open, settings_env, wait_until
 
@@ -73,6 +75,9 @@ def tls_gateway(fresh_settings: Settings, tmp_path: Path) -> Iterator[tuple[Sett
     cert_path, key_path = _write(tmp_path / "server", server_cert, server_key)
     lab_cert, lab_key = _issue("LAB-TLS", (ca_cert.subject, ca_key))
     _write(tmp_path / "lab", lab_cert, lab_key)
+    # a LIS whose certificate names its host, registered for its lab by the certificate's fingerprint
+    host_cert, host_key = _issue("lis-host-42.example", (ca_cert.subject, ca_key))
+    _write(tmp_path / "host", host_cert, host_key)
     settings = fresh_settings.model_copy(
         update={
             "mllp_port": free_port(),
@@ -82,9 +87,14 @@ def tls_gateway(fresh_settings: Settings, tmp_path: Path) -> Iterator[tuple[Sett
             "mllp_tls_client_ca": ca_path,
         }
     )
-    gateway = ServiceProcess(
-        "gateway", settings_env(settings, LABFLOW_LAB_REGISTRY_ENFORCED="false"), tmp_path
-    )
+    engine = make_engine(settings.require_database())
+    directory = LabDirectory(engine)
+    directory.add("LAB-TLS", "Laboratoire TLS", None, None)
+    directory.add("OTHER-LAB", "Autre laboratoire", None, None)
+    fingerprint = host_cert.fingerprint(hashes.SHA256()).hex()
+    directory.add("LAB-FP", "Laboratoire par empreinte", None, fingerprint)
+    engine.dispose()
+    gateway = ServiceProcess("gateway", settings_env(settings), tmp_path)
     try:
         wait_until(lambda: port_open(settings.mllp_port), timeout_s=30, what="the TLS gateway")
         yield settings, tmp_path
@@ -92,10 +102,10 @@ def tls_gateway(fresh_settings: Settings, tmp_path: Path) -> Iterator[tuple[Sett
         gateway.stop()
 
 
-def client_context(tmp_path: Path, with_certificate: bool) -> ssl.SSLContext:
+def client_context(tmp_path: Path, with_certificate: bool, name: str = "lab") -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=tmp_path / "ca.crt")
     if with_certificate:
-        context.load_cert_chain(tmp_path / "lab.crt", tmp_path / "lab.key")
+        context.load_cert_chain(tmp_path / f"{name}.crt", tmp_path / f"{name}.key")
     return context
 
 
@@ -130,3 +140,14 @@ def test_connection_without_a_client_certificate_is_refused(tls_gateway: tuple[S
             message("LAB-TLS", "TLS3"),
             ssl_context=client_context(certs, with_certificate=False),
         )[0]
+
+
+def test_certificate_registered_by_fingerprint_identifies_its_lab(tls_gateway: tuple[Settings, Path]) -> None:
+    settings, certs = tls_gateway
+    context = client_context(certs, with_certificate=True, name="host")
+
+    accepted = mllp_send(settings.mllp_port, message("LAB-FP", "TLS4"), ssl_context=context)[0]
+    impersonating = mllp_send(settings.mllp_port, message("LAB-TLS", "TLS5"), ssl_context=context)[0]
+
+    assert (accepted.code, accepted.control_id) == ("AA", "TLS4")
+    assert (impersonating.code, impersonating.control_id) == ("AR", "TLS5")
