@@ -462,6 +462,7 @@ class HttpServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        # the gateway's event loop owns SIGINT/SIGTERM and stops MLLP and HTTP together
         yield
 
     def start(self) -> None:
