@@ -31,6 +31,15 @@ LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding. One starting with `-`
+    would be read as an option by the storage tool (Kafka's own generator skips those too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class LocalKafka:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -119,12 +128,13 @@ class LocalKafka:
         self.fetch()
         self._write_config()
         if not (self.data / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            subprocess.run(
-                self._java(STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(self.config)),
-                check=True,
+            formatted = subprocess.run(
+                self._java(STORAGE_TOOL, "format", "-t", new_cluster_id(), "-c", str(self.config)),
                 capture_output=True,
+                text=True,
             )
+            if formatted.returncode != 0:
+                raise RuntimeError(f"Kafka storage format failed: {formatted.stderr or formatted.stdout}")
         self.process.start(self._java(MAIN_CLASS, str(self.config)))
 
     def stop(self) -> bool:
