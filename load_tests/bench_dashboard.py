@@ -29,7 +29,8 @@ from pydantic import SecretStr
 from services.core.config import load_settings
 from services.core.db.engine import libpq_url, make_engine
 from services.core.db.migrate import upgrade
-from services.dashboard.app import build_app, load_geography
+from services.core.reference import load_geography
+from services.dashboard.app import build_app
 from services.dashboard.queries import refresh_rollups
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_dashboard.json")

@@ -29,7 +29,8 @@ from services.core.config import load_settings
 from services.core.db.engine import libpq_url
 from services.core.db.migrate import upgrade
 from services.core.domain.geography import AGE_CLASSES
-from services.opendata.export import export, load_geography, read_history
+from services.core.reference import load_geography
+from services.opendata.export import export, read_history
 from services.opendata.files import publish
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_opendata.json"
@@ -71,7 +72,7 @@ def main() -> None:
     database_url = server_url.rpartition("/")[0] + "/" + db_name
     try:
         upgrade(database_url)
-        geography = load_geography(base.reference_dir)
+        geography, _ = load_geography(base.reference_dir)
         started = time.perf_counter()
         with psycopg.connect(libpq_url(database_url)) as conn, conn.cursor() as cur:
             columns = "day, department, age_class, sex, test_kind, p, t"

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -252,10 +253,10 @@ def random_result_stream(n: int, persons: int, seed: int) -> list[LabResult]:
             test_kind=TestKind.ANTIGEN if antigen else TestKind.RT_PCR,
             outcome=Outcome.POSITIVE if rng.random() < 0.15 else Outcome.NEGATIVE,
             status=ResultStatus.PRELIMINARY if rng.random() < 0.02 else ResultStatus.FINAL,
-            department=(dep := departments[hash(pseudonym) % len(departments)]),
+            department=(dep := departments[zlib.crc32(pseudonym.encode()) % len(departments)]),
             region=None if dep is None else "11",
             age_class=rng.choice(["09", "29", "49", "69", "89", "90"]),
-            sex=Sex.FEMALE if hash(pseudonym) % 2 else Sex.MALE,
+            sex=Sex.FEMALE if zlib.crc32(pseudonym.encode()) % 2 else Sex.MALE,
         ))
     return stream
 

@@ -10,6 +10,8 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.core.domain.indicators import Geography
+
 DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
 
 
@@ -34,3 +36,10 @@ def load_reference(directory: Path = DEFAULT_REFERENCE_DIR) -> Reference:
         for row in _rows(directory / "population_dep_age.csv")
     }
     return Reference(department_region, population)
+
+
+def load_geography(directory: Path = DEFAULT_REFERENCE_DIR) -> tuple[Geography, dict[str, str]]:
+    """The geography of the SI-DEP files (departments, regions, populations) and region names."""
+    reference = load_reference(directory)
+    regions = {row["reg"]: row["name"] for row in _rows(directory / "regions.csv")}
+    return Geography.from_reference(reference.department_region, reference.population, list(regions)), regions

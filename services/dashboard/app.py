@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import threading
 import time
@@ -25,10 +24,9 @@ from sqlalchemy import Engine
 
 from services.core.config import Settings
 from services.core.db.engine import make_engine
-from services.core.domain.indicators import Geography
 from services.core.logs import configure_logging, get_logger
 from services.core.ops_http import add_ops_routes
-from services.core.reference import load_reference
+from services.core.reference import load_geography
 from services.dashboard.api import create_router
 from services.dashboard.auth import COOKIE_NAME, Authenticator
 from services.dashboard.queries import connection, lab_report, refresh_rollups
@@ -49,14 +47,6 @@ SILENT_LABS = Gauge("labflow_dashboard_silent_labs",
                     "Labs that reported before and have received nothing for more than 24 h (lab_daily)")
 
 log = get_logger(__name__)
-
-
-def load_geography(reference_dir: Path) -> tuple[Geography, dict[str, str]]:
-    """The geography of the open-data files, and region names."""
-    reference = load_reference(reference_dir)
-    with (reference_dir / "regions.csv").open(encoding="utf-8", newline="") as handle:
-        regions = {row["reg"]: row["name"] for row in csv.DictReader(handle, delimiter=";")}
-    return Geography.from_reference(reference.department_region, reference.population, list(regions)), regions
 
 
 class RollupRefresher:

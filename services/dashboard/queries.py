@@ -34,11 +34,14 @@ from services.core.domain.indicators import (
     geography_series,
     sliding_indicators,
 )
+from services.core.domain.model import VIROLOGICAL_KINDS
 
 LEVELS = ("fra", "reg", "dep")
 SEXES = ("all", "F", "M")
-# as the open-data files: virological tests only
-KINDS: dict[str, list[str]] = {"all": ["rt-pcr", "antigen"], "rt-pcr": ["rt-pcr"], "antigen": ["antigen"]}
+# what each `kind` filter counts; "all" is what the open-data files count
+KINDS: dict[str, list[str]] = {
+    "all": sorted(k.value for k in VIROLOGICAL_KINDS), "rt-pcr": ["rt-pcr"], "antigen": ["antigen"],
+}
 MAX_LAB_DAYS = 14  # per lab and day for 300+ labs: beyond two weeks, query it window by window
 LATE_MEDIAN_HOURS = 24
 SILENT_AFTER = timedelta(hours=24)

@@ -6,9 +6,7 @@ before the publication day (that day is still incomplete).
 
 from __future__ import annotations
 
-import csv
 from datetime import date, datetime
-from pathlib import Path
 
 import psycopg
 from psycopg import IsolationLevel
@@ -16,12 +14,11 @@ from psycopg import IsolationLevel
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.indicators import Geography, History, build_history
-from services.core.domain.model import PARIS
-from services.core.reference import load_reference
+from services.core.domain.model import PARIS, VIROLOGICAL_KINDS
+from services.core.reference import load_geography
 from services.opendata.files import Publication, publish
 
-# P and T count virological tests only, as SpF's files do (the worker keeps no other kind anyway)
-VIROLOGICAL_KINDS = ["rt-pcr", "antigen"]
+KINDS = sorted(kind.value for kind in VIROLOGICAL_KINDS)
 
 BOUNDS_QUERY = """
 SELECT min(day), max(day) FROM aggregates
@@ -35,33 +32,26 @@ GROUP BY day, department, age_class, sex
 FETCH_ROWS = 50_000
 
 
-def load_geography(reference_dir: Path) -> Geography:
-    reference = load_reference(reference_dir)
-    with (reference_dir / "regions.csv").open(encoding="utf-8", newline="") as handle:
-        regions = [row["reg"] for row in csv.DictReader(handle, delimiter=";")]
-    return Geography.from_reference(reference.department_region, reference.population, regions)
-
-
 def read_history(database_url: str, geography: Geography, publication_day: date) -> History | None:
     """The whole history from PostgreSQL, or None when no day before `publication_day` has data."""
     with psycopg.connect(libpq_url(database_url)) as conn:
         # both queries read one snapshot: results arriving meanwhile cannot move the bounds under the counts
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        params = {"before": publication_day, "kinds": VIROLOGICAL_KINDS}
+        params = {"before": publication_day, "kinds": KINDS}
         bounds = conn.execute(BOUNDS_QUERY, params).fetchone()
         if bounds is None or bounds[0] is None:
             return None
         first, last = bounds
         with conn.cursor(name="opendata_counts") as cursor:
             cursor.itersize = FETCH_ROWS
-            cursor.execute(COUNTS_QUERY, {"first": first, "last": last, "kinds": VIROLOGICAL_KINDS})
+            cursor.execute(COUNTS_QUERY, {"first": first, "last": last, "kinds": KINDS})
             return build_history(cursor, geography, first, last)
 
 
 def export(settings: Settings, now: datetime) -> Publication:
     """Read, compute and publish every file into the publication folder."""
-    geography = load_geography(settings.reference_dir)
+    geography, _regions = load_geography(settings.reference_dir)
     history = read_history(settings.require_database(), geography, now.astimezone(PARIS).date())
     return publish(
         settings.opendata_path,

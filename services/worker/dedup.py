@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
-from services.core.domain.model import Outcome, Sex, TestKind
+from services.core.domain.case_event import CaseEventType
+from services.core.domain.model import VIROLOGICAL_KINDS, Outcome, Sex, TestKind
 from services.worker.versions import ResultVersion
 
 WINDOW_DAYS = 60
@@ -32,9 +33,6 @@ _KIND_RANK: dict[TestKind, int] = {
     TestKind.SEROLOGY: 2,
     TestKind.OTHER: 3,
 }
-
-
-VIROLOGICAL = frozenset((TestKind.RT_PCR, TestKind.ANTIGEN))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +84,7 @@ def evaluate_person(results: Iterable[ResultVersion]) -> PersonEvaluation:
     for r in results:
         outcome_rank = _OUTCOME_RANK.get(r.outcome)
         # P and T count virological tests only (RT-PCR, antigen), as Santé publique France's do
-        if outcome_rank is None or not r.counts or r.test_kind not in VIROLOGICAL:
+        if outcome_rank is None or not r.counts or r.test_kind not in VIROLOGICAL_KINDS:
             continue
         # the deciding test: the decided outcome first, then RT-PCR > antigen > serology > other
         key = (outcome_rank, _KIND_RANK[r.test_kind], r.collected_at, r.result_id)
@@ -153,9 +151,6 @@ class StoredCase:
     age_class: str | None
     sex: Sex
     test_kind: TestKind
-
-
-CaseEventType = Literal["case.opened", "case.updated", "case.retracted"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from services.core.domain.indicators import (
     geography_series,
     region_departments,
 )
-from services.dashboard.app import load_geography
+from services.core.reference import load_geography
 from services.dashboard.queries import (
     Filters,
     QueryError,

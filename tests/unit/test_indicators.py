@@ -25,7 +25,7 @@ from services.core.domain.indicators import (
     sliding_sum,
     sum_series,
 )
-from services.opendata.export import load_geography
+from services.core.reference import load_geography
 
 D0 = date(2022, 1, 3)
 
@@ -113,7 +113,7 @@ def test_a_range_ending_before_it_starts_is_refused() -> None:
 
 
 def test_real_reference_geography() -> None:
-    geography = load_geography(Settings().reference_dir)
+    geography, _ = load_geography(Settings().reference_dir)
     assert len(geography.departments) == 104 and geography.departments[:2] == ("01", "02")
     assert {"2A", "2B", "971", "975", "977", "978"} <= set(geography.departments)
     assert len(geography.regions) == 18

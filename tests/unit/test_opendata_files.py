@@ -16,8 +16,8 @@ from services.core.config import Settings
 from services.core.domain.geography import AGE_CLASSES
 from services.core.domain.indicators import CountRow, Geography, History, build_history
 from services.core.domain.model import PARIS
+from services.core.reference import load_geography
 from services.opendata.app import next_run
-from services.opendata.export import load_geography
 from services.opendata.files import (
     INDEX_NAME,
     department_lines,
@@ -38,7 +38,7 @@ NOW = datetime(2024, 5, 1, 1, 0, tzinfo=UTC)  # 03h00 in Paris
 
 @pytest.fixture(scope="module")
 def geography() -> Geography:
-    return load_geography(REFERENCE)
+    return load_geography(REFERENCE)[0]
 
 
 def sample_rows() -> list[dict[str, str]]:

@@ -35,6 +35,10 @@ class TestKind(StrEnum):
     OTHER = "other"
 
 
+VIROLOGICAL_KINDS = frozenset((TestKind.RT_PCR, TestKind.ANTIGEN))
+"""The kinds P and T count, as Santé publique France's SI-DEP files do (serology never counts)."""
+
+
 class Outcome(StrEnum):
     POSITIVE = "positive"
     NEGATIVE = "negative"
