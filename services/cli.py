@@ -6,9 +6,10 @@ import json
 from typing import Annotated
 
 import typer
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from services.core.config import load_settings
+from services.core.errors import explain, redact
 from services.dashboard import cli as dashboard_cli
 from services.gateway import labs_cli, rejections_cli
 from services.opendata import cli as opendata_cli
@@ -42,7 +43,7 @@ def stack_up() -> None:
     info = local.up(load_settings())
     typer.echo(f"started: {', '.join(info.started) or 'nothing (already running or external)'}")
     typer.echo(f"LABFLOW_KAFKA_BOOTSTRAP={info.kafka_bootstrap}")
-    typer.echo(f"LABFLOW_DATABASE_URL={_redact(info.database_url)}")
+    typer.echo(f"LABFLOW_DATABASE_URL={redact(info.database_url)}")
     typer.echo(f"settings and local secrets: {info.env_file}")
 
 
@@ -186,14 +187,34 @@ def demo(
         supervisor.stop()
 
 
-def _redact(url: str) -> str:
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+def _explain(exc: Exception) -> str | None:
+    if isinstance(exc, ValidationError):  # a setting that does not parse: name its variable
+        problems = [f"LABFLOW_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
+        return "invalid setting " + "; ".join(problems)
+    try:
+        settings = load_settings()
+    except ValidationError:
+        settings = None
+    if settings is None:
+        return explain(exc)
+    ports = {f"LABFLOW_{name.upper()}": value for name, value in settings.model_dump().items()
+             if name.endswith("_port") and isinstance(value, int)}
+    return explain(exc, database_url=settings.database_url, kafka_bootstrap=settings.kafka_bootstrap,
+                   ports=ports)
+
+
+def main() -> None:
+    """The `labflow` command: an expected condition (a server down, a bad setting, a port in use) ends
+    with one line naming what to fix; anything else keeps its traceback."""
+    try:
+        app()
+    except Exception as exc:
+        message = _explain(exc)
+        if message is None:
+            raise
+        typer.echo(f"labflow: {message}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
-    app()
+    main()

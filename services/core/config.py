@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core.errors import OperatorError
+
 ENV_FILE_NAME = "labflow.env"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -134,12 +136,12 @@ class Settings(BaseSettings):
 
     def require_kafka(self) -> str:
         if not self.kafka_bootstrap:
-            raise RuntimeError("LABFLOW_KAFKA_BOOTSTRAP is not set: run `labflow stack up` or set it")
+            raise OperatorError("LABFLOW_KAFKA_BOOTSTRAP is not set: run `labflow stack up` or set it")
         return self.kafka_bootstrap
 
     def require_database(self) -> str:
         if not self.database_url:
-            raise RuntimeError("LABFLOW_DATABASE_URL is not set: run `labflow stack up` or set it")
+            raise OperatorError("LABFLOW_DATABASE_URL is not set: run `labflow stack up` or set it")
         return self.database_url
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from services.core.config import Settings
+from services.core.errors import KafkaUnavailable
+from services.core.logs import librdkafka_logger
 
 
 def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
@@ -20,6 +23,7 @@ def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
         "linger.ms": 2,
         "compression.type": "lz4",
         "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
+        "logger": librdkafka_logger(),
     }
     config.update(extra)
     return config
@@ -37,14 +41,20 @@ def consumer_config(settings: Settings, group_id: str, **extra: object) -> dict[
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 2_000,
         "isolation.level": "read_committed",
+        "logger": librdkafka_logger(),
     }
     config.update(extra)
     return config
 
 
+def admin_client(bootstrap: str) -> AdminClient:
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": librdkafka_logger()}
+    return AdminClient(config)
+
+
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
     """Create the SPEC §2 topics; existing ones are left as they are. Returns topic -> outcome."""
-    admin = AdminClient({"bootstrap.servers": settings.require_kafka()})
+    admin = admin_client(require_broker(settings.require_kafka()))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     # raw and rejected payloads are nominative (names, INS, phone): kept only as long as allowed
     nominative = {settings.topics.raw, settings.topics.rejected}
@@ -76,7 +86,14 @@ def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     try:  # a plain TCP probe first keeps librdkafka from logging refused connections
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout_s)
+        admin_client(bootstrap).list_topics(timeout=timeout_s)
     except (OSError, KafkaException):
         return False
     return True
+
+
+def require_broker(bootstrap: str, timeout_s: float = 5.0) -> str:
+    """`bootstrap` when a broker answers there; else one clear error at once, not a long librdkafka wait."""
+    if not broker_answers(bootstrap, timeout_s):
+        raise KafkaUnavailable(bootstrap)
+    return bootstrap

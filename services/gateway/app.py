@@ -7,6 +7,7 @@ import signal
 import ssl
 
 from services.core.config import Settings
+from services.core.errors import OperatorError
 from services.core.kafka import producer_config
 from services.core.logs import configure_logging, get_logger
 from services.core.ops_http import OpsServer
@@ -24,7 +25,7 @@ log = get_logger(__name__)
 
 def identity_protector(settings: Settings) -> IdentityProtector:
     if settings.pseudonym_key is None or settings.tracing_public_key is None:
-        raise RuntimeError(
+        raise OperatorError(
             "LABFLOW_PSEUDONYM_KEY and LABFLOW_TRACING_PUBLIC_KEY must be set "
             "(`labflow stack up` makes local ones)"
         )
@@ -56,7 +57,7 @@ def mllp_tls_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.mllp_tls_cert is None:
         return None
     if settings.mllp_tls_key is None:
-        raise RuntimeError("LABFLOW_MLLP_TLS_CERT is set but LABFLOW_MLLP_TLS_KEY is not")
+        raise OperatorError("LABFLOW_MLLP_TLS_CERT is set but LABFLOW_MLLP_TLS_KEY is not")
     return server_context(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca)
 
 

@@ -9,6 +9,7 @@ import subprocess
 import uuid
 
 from services.core.config import REPO_ROOT, Settings
+from services.core.errors import OperatorError
 from services.stack.process import ManagedProcess
 
 POM = REPO_ROOT / "deploy" / "local" / "pom.xml"
@@ -59,7 +60,7 @@ class LocalKafka:
         if self.libs.exists() and any(self.libs.glob("kafka_2.13-*.jar")):
             return
         if shutil.which("mvn") is None:
-            raise RuntimeError("Maven (mvn) is needed to fetch Apache Kafka from Maven Central")
+            raise OperatorError("Maven (mvn) is needed to fetch Apache Kafka from Maven Central")
         staging = self.libs.with_name(self.libs.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         subprocess.run(

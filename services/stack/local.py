@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from nacl.public import PrivateKey
 
 from services.core.config import ENV_FILE_NAME, Settings
+from services.core.errors import OperatorError
 from services.core.kafka import broker_answers
 from services.stack.kafka import LocalKafka
 from services.stack.postgres import LocalPostgres
@@ -94,7 +95,7 @@ def _require_free_port(port: int, variable: str) -> None:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
     except OSError:
         return
-    raise RuntimeError(f"port {port} is already used by another process: stop it or set {variable}")
+    raise OperatorError(f"port {port} is already used by another process: stop it or set {variable}")
 
 
 def _wait_database(url: str, deadline: float) -> None:

@@ -8,6 +8,7 @@ from types import FrameType
 
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
+from services.core.errors import OperatorError
 from services.core.kafka import consumer_config
 from services.core.logs import configure_logging
 from services.core.ops_http import OpsServer
@@ -18,11 +19,11 @@ from services.tracing.store import DeliveryStore, TracingStore
 
 def build_service(settings: Settings) -> TracingService:
     if settings.tracing_private_key is None:
-        raise RuntimeError("LABFLOW_TRACING_PRIVATE_KEY is not set: run `labflow stack up` or set it")
+        raise OperatorError("LABFLOW_TRACING_PRIVATE_KEY is not set: run `labflow stack up` or set it")
     platform = None
     if settings.tracing_url:
         if settings.tracing_signing_secret is None:
-            raise RuntimeError("LABFLOW_TRACING_URL is set but LABFLOW_TRACING_SIGNING_SECRET is not")
+            raise OperatorError("LABFLOW_TRACING_URL is set but LABFLOW_TRACING_SIGNING_SECRET is not")
         platform = PlatformClient(
             settings.tracing_url, settings.tracing_timeout_s, settings.tracing_concurrency
         )

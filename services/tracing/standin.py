@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from services.core.config import Settings
+from services.core.errors import OperatorError
 from services.core.logs import configure_logging, get_logger
 from services.tracing.handoff import SIGNATURE_HEADER, verify_signature
 
@@ -111,7 +112,7 @@ def _handler(platform: StandinPlatform) -> type[BaseHTTPRequestHandler]:
 def run_standin(settings: Settings, port: int) -> None:
     configure_logging("tracing-standin", settings.log_level)
     if settings.tracing_signing_secret is None:
-        raise RuntimeError("LABFLOW_TRACING_SIGNING_SECRET is not set: run `labflow stack up` or set it")
+        raise OperatorError("LABFLOW_TRACING_SIGNING_SECRET is not set: run `labflow stack up` or set it")
     record_path = settings.state_dir / "tracing-standin" / "received.jsonl"
     platform = StandinPlatform(
         "127.0.0.1", port, settings.tracing_signing_secret.get_secret_value().encode(), record_path

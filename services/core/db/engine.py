@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, create_engine
 
+from services.core.errors import OperatorError
+
 
 def sqlalchemy_url(database_url: str) -> str:
     """Accept plain `postgresql://` URLs and select the psycopg 3 driver."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if database_url.startswith(prefix):
             return "postgresql+psycopg://" + database_url[len(prefix) :]
-    raise ValueError("LABFLOW_DATABASE_URL must be a postgresql:// URL")
+    raise OperatorError("LABFLOW_DATABASE_URL must be a postgresql:// URL")
 
 
 def libpq_url(database_url: str) -> str:
