@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import structlog
 
-
 _service = [""]  # librdkafka logs from its own threads, where the bound context is not set
 
 
