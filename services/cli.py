@@ -143,6 +143,22 @@ def run() -> None:
 
 
 @app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line, for scripts")] = False,
+) -> None:
+    """The whole pipeline on one screen: readiness, consumer lag, open-data age, rejections and tracing
+    failures in the last hour. Exits 1 when anything is down or needs a look."""
+    from dataclasses import asdict
+
+    from services.status import collect, render
+
+    lines = collect(load_settings())
+    typer.echo("\n".join(json.dumps(asdict(line)) for line in lines) if as_json else render(lines))
+    if any(line.state != "ok" for line in lines):
+        raise typer.Exit(1)
+
+
+@app.command()
 def demo(
     once: Annotated[bool, typer.Option("--once", help="replay, print the summary and exit")] = False,
     labs: Annotated[int, typer.Option(help="simulated labs, one MLLP connection each")] = 30,
