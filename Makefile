@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 DASHBOARD_VENDOR := services/dashboard/static/vendor/uPlot.iife.min.js
+DOCS_VENDOR := services/gateway/static/vendor/swagger-ui-bundle.js
 
 .PHONY: install setup demo test bench lint down
 
@@ -24,7 +25,15 @@ $(DASHBOARD_VENDOR): services/dashboard/web/package-lock.json
 	cp services/dashboard/web/node_modules/uplot/dist/uPlot.iife.min.js \
 	   services/dashboard/web/node_modules/uplot/dist/uPlot.min.css $(@D)/
 
-install: $(VENV)/.installed $(DASHBOARD_VENDOR)
+# Swagger UI for the HTTP intake's /docs page, from npm, served by the gateway itself (works offline)
+$(DOCS_VENDOR): services/gateway/web/package-lock.json
+	npm ci --prefix services/gateway/web --no-audit --no-fund
+	mkdir -p $(@D)
+	cp services/gateway/web/node_modules/swagger-ui-dist/swagger-ui-bundle.js \
+	   services/gateway/web/node_modules/swagger-ui-dist/swagger-ui.css \
+	   services/gateway/web/node_modules/swagger-ui-dist/favicon-32x32.png $(@D)/
+
+install: $(VENV)/.installed $(DASHBOARD_VENDOR) $(DOCS_VENDOR)
 
 setup: install
 	$(BIN)/labflow stack up

@@ -47,6 +47,7 @@ from services.gateway.hl7.normalize import (
     normalize_header,
     normalize_oru,
 )
+from services.gateway.http_docs import add_docs
 from services.gateway.intake import Intake, IntakeOutcome
 from services.gateway.labs import Lab, LabRegistry, RegistryUnavailable
 
@@ -254,6 +255,7 @@ def create_app(
     intake: Intake, registry: LabRegistry, submissions: SubmissionStore, *, max_body_bytes: int
 ) -> FastAPI:
     app = FastAPI(title="LabFlow HTTP intake", version="1", docs_url=None, redoc_url=None)
+    add_docs(app)
 
     @app.exception_handler(Exception)
     async def internal_error(_request: Request, exc: Exception) -> JSONResponse:

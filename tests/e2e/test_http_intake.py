@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import subprocess
 import sys
 import time
@@ -379,3 +380,16 @@ def test_when_kafka_does_not_confirm_the_answer_is_503_with_retry_after(fresh_se
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert response.json()["error"] == "unavailable" and "send it again" in response.json()["detail"]
+
+
+def test_the_api_documentation_is_served_offline(stack: Stack) -> None:
+    page = stack.http.get("/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+    assert assets and all(url.startswith("/") for url in assets), f"a third-party asset: {assets}"
+    for url in assets:
+        asset = stack.http.get(url)
+        assert asset.status_code == 200 and asset.content, url
+    assert "SwaggerUIBundle" in stack.http.get("/docs/vendor/swagger-ui-bundle.js").text
+    paths = stack.http.get("/openapi.json").json()["paths"]
+    assert any(path.startswith("/v1/results/") for path in paths)
