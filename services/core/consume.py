@@ -54,6 +54,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from prometheus_client import Counter, Gauge, Histogram
+from pydantic import BaseModel, ValidationError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -78,6 +79,27 @@ class Undecodable(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def json_decoder(model: type[M]) -> Callable[[bytes | None], M]:
+    """The decode step of a topic whose contract is a pydantic model."""
+    validate = model.model_validate_json
+
+    def decode(value: bytes | None) -> M:
+        if not value:
+            raise Undecodable("empty", "record has no value")
+        try:
+            return validate(value)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)  # no input: it may be identity
+            kind = "not-json" if errors and errors[0]["type"] == "json_invalid" else "contract-violation"
+            detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+            raise Undecodable(kind, detail) from None
+
+    return decode
 
 
 class Fenced(Exception):

@@ -16,11 +16,10 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, Producer
 
 from services.core import failpoints
-from services.core.consume import ConsumerLoop, DeadLetterStep, LoopMetrics, PartitionProgress
+from services.core.consume import ConsumerLoop, DeadLetterStep, LoopMetrics, PartitionProgress, json_decoder
 from services.core.domain.model import LabResult
 from services.core.readiness import Readiness
 from services.worker import metrics
-from services.worker.decode import decode
 from services.worker.store import ResultStore
 
 
@@ -74,7 +73,7 @@ class ResultsWorker:
             ResultSink(store),
             DeadLetterStep(producer, rejected_topic, "worker", counter=metrics.REJECTED),
             topic=topic,
-            decode=decode,
+            decode=json_decoder(LabResult),
             batch_size=batch_size,
             batch_timeout_s=batch_timeout_s,
             readiness=readiness,

@@ -416,7 +416,10 @@ def test_kill_9_mid_delivery_then_restart_delivers_every_case_once(
         wait_until(lambda: all_delivered(settings, events), timeout_s=25, interval_s=0.2,
                    what=f"every event delivered after the restart; log:\n{second.log()}")
         metrics_url = f"http://127.0.0.1:{settings.tracing_ops_port}"
-        assert http_status(f"{metrics_url}/readyz") == 200
+        # ready once the group handed it the partitions: after a kill -9 that waits for the dead
+        # member's session to expire, while the events already stored are being delivered
+        wait_until(lambda: http_status(f"{metrics_url}/readyz") == 200, timeout_s=30,
+                   what="the restarted service to be ready")
         assert http_status(f"{metrics_url}/healthz") == 200
 
         def exposition() -> str:
