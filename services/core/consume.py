@@ -65,7 +65,7 @@ from tenacity import (
 
 from services.core.domain.rejection import Rejection, RejectionReason
 from services.core.logs import get_logger
-from services.core.readiness import DATABASE, GROUP, KAFKA, Readiness
+from services.core.readiness import DATABASE, DEAD_LETTERS, GROUP, KAFKA, Readiness
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -403,6 +403,7 @@ class ConsumerLoop(Generic[T]):
             return
         self._in_hand = None
         self.readiness.ok(DATABASE)
+        self.readiness.ok(DEAD_LETTERS)
         self._commit(batch)
         size = len(batch.items) + len(batch.dead_letters)
         if self.metrics.batch_size is not None:
@@ -511,7 +512,9 @@ class ConsumerLoop(Generic[T]):
         """Before the backoff: mark what is down and rewind the batch in hand (nothing committed)."""
         if isinstance(exc, psycopg.Error):
             self.readiness.fail(DATABASE, describe(exc))
-        elif isinstance(exc, KafkaException | DeadLetterFailed | BufferError):
+        elif isinstance(exc, DeadLetterFailed):  # brokers may answer metadata yet refuse the topic
+            self.readiness.fail(DEAD_LETTERS, describe(exc))
+        elif isinstance(exc, KafkaException | BufferError):
             self.readiness.fail(KAFKA, describe(exc))
         batch, self._in_hand = self._in_hand, None
         if batch is not None:

@@ -10,6 +10,7 @@ readiness is measured, never latched. Conditions are set by the code that talks 
   does not answer (stopped, partitioned) produces no error at all; the metadata request catches both.
   `_TRANSPORT` is not used: it reports one broker's connection, which a multi-broker cluster survives.
 - The consumer group: partitions assigned; cleared on revoke and on loss.
+- Dead letters: Kafka did not confirm the last ones (the batch waits); cleared by the next commit.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ log = get_logger(__name__)
 KAFKA = "kafka"
 DATABASE = "database"
 GROUP = "partitions"
+DEAD_LETTERS = "dead letters"  # the last dead letters were not confirmed; cleared by the next commit
 
 
 class Readiness:

@@ -165,3 +165,42 @@ def test_readiness_is_503_while_kafka_is_unreachable_and_the_worker_does_not_exi
         worker.stop()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_a_dead_letter_kafka_does_not_confirm_keeps_the_batch_uncommitted_until_it_is(
+    fresh_settings: Settings,
+) -> None:
+    """The real consumer and store; at the producer port, deliveries that report an error while
+    `flush` returns 0 (what librdkafka does once message.timeout.ms expired)."""
+    from confluent_kafka import Consumer as KafkaConsumer
+
+    from services.core.kafka import consumer_config
+    from services.worker.pipeline import ResultsWorker
+    from services.worker.store import ResultStore
+    from tests.unit.test_consume import FakeProducer
+
+    settings = fresh_settings
+    producer = FakeProducer(fail=10**9)
+    worker = ResultsWorker(
+        KafkaConsumer(consumer_config(settings, settings.worker_group)),
+        producer,  # type: ignore[arg-type]
+        ResultStore(libpq_url(settings.require_database()), settings.worker_group,
+                    settings.topics.results, settings.topics.cases),
+        topic=settings.topics.results, rejected_topic=settings.topics.rejected,
+        batch_size=1000, batch_timeout_s=0.2,
+    )
+    good = make_result(sending_facility="LAB-D")
+    produce_in_order(settings, [b"{not json", good])
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: producer.fail < 10**9 - 2, timeout_s=20, what="two failed dead-letter attempts")
+        assert stored_result_ids(settings) == [] and stored_offsets(settings) == {}, "committed anyway"
+        assert not worker.ready()
+        producer.fail = 0
+        wait_until(lambda: stored_offsets(settings) == {0: 2}, timeout_s=40, what="the batch committed")
+        assert stored_result_ids(settings) == [good.result_id]
+        assert [r.payload for r in producer.rejections] == [b"{not json"]
+    finally:
+        worker.stop()
+        thread.join(30)
