@@ -4,37 +4,19 @@ no exit, 200 again by themselves once it is back."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from services.core.config import Settings
-from services.core.db.engine import libpq_url
 from services.dashboard.app import build_app as build_dashboard
 from services.opendata.app import DailyPublisher
 from services.opendata.app import build_app as build_opendata
-from tests.support import wait_until, with_database
+from tests.support import database_refusing_connections, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def database_refusing_connections(settings: Settings) -> Iterator[None]:
-    database = settings.require_database().rpartition("/")[2]
-    admin = libpq_url(with_database(settings.require_database(), "postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
-    try:
-        yield
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
 
 
 def test_dashboard_readiness_follows_the_database(fresh_settings: Settings) -> None:

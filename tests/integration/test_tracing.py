@@ -518,3 +518,32 @@ def test_unreadable_and_unstorable_case_events_are_dead_lettered_and_the_others_
     unstorable_reason = by_payload[unstorable.model_dump_json().encode()]
     assert unstorable_reason.code == "207" and unstorable_reason.text.startswith("unstorable: DataError")
     assert set(deliveries(settings)) == {before.event_id, after.event_id}
+
+
+def test_a_database_outage_makes_it_unready_and_it_recovers_by_itself(
+    settings: Settings, platform: tuple[FakePlatform, str]
+) -> None:
+    from tests.support import database_refusing_connections
+
+    before = case_event(settings, "case.opened", uuid.uuid4().hex)
+    during = [case_event(settings, "case.opened", uuid.uuid4().hex) for _ in range(3)]
+    service = build_service(settings)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(service.ready, timeout_s=20, what="the tracing service to be ready")
+        publish(settings, [before])
+        wait_until(lambda: all_delivered(settings, [before]), timeout_s=20, what="delivered before")
+        with database_refusing_connections(settings):
+            publish(settings, during)
+            wait_until(lambda: not service.ready(), timeout_s=20, what="not ready during the outage")
+            time.sleep(3)
+            assert thread.is_alive() and not service.ready()
+        wait_until(service.ready, timeout_s=40, what="ready again")
+        wait_until(lambda: all_delivered(settings, during), timeout_s=40, what="the events of the outage")
+        assert thread.is_alive()
+    finally:
+        service.stop()
+        thread.join(30)
+    assert sorted(r.event_id for r in platform[0].delivered()) == sorted(
+        e.event_id for e in [before, *during])
