@@ -85,7 +85,8 @@ class BrokerWatch:
         try:
             self._admin.list_topics(timeout=self.timeout_s)
         except KafkaException as exc:
-            self.readiness.fail(KAFKA, str(exc.args[0].str() if exc.args else exc))
+            error = exc.args[0] if exc.args else None
+            self.readiness.fail(KAFKA, error.str() if isinstance(error, KafkaError) else str(exc))
         else:
             self.readiness.ok(KAFKA)
 
