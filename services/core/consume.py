@@ -24,8 +24,11 @@ nothing on the happy path: the search only starts after a failed write. Transien
 or Kafka unreachable, a dead letter not confirmed) follow ONE retry policy — tenacity, exponential
 backoff with jitter, forever, interruptible by `stop`: nothing of the batch is committed, the
 partitions are rewound to the last committed offsets and the batch is read again at the next
-attempt (so the consumer keeps polling and stays in its group). Anything else is a bug and ends the
-loop loudly rather than dead-lettering every record.
+attempt (so the consumer keeps polling and stays in its group). A session lost during COMMIT leaves
+the outcome unknown: if it did commit, the retry finds the offsets moved, is discarded as `Fenced`
+and the consumer re-seeks to the stored offsets. Anything else (a bug) ends the loop loudly rather
+than dead-lettering every record. Readiness (`services.core.readiness`) follows every failure and
+every success, and a probe every few seconds checks Kafka and the store even when idle.
 
 Backpressure: at most `batch_size` records are in hand; the next batch is polled only once this one
 is committed (librdkafka's own prefetch is bounded by its queue settings); a dead-letter producer
