@@ -76,6 +76,22 @@ def isolated_settings(kafka_bootstrap: str, database_url: str, partitions: int =
             conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
+@contextmanager
+def database_refusing_connections(settings: Settings) -> Iterator[None]:
+    """An outage of the test's database alone: its sessions are terminated (AdminShutdown, as in a
+    PostgreSQL restart) and new connections are refused until the block ends."""
+    database = settings.require_database().rpartition("/")[2]
+    admin = libpq_url(with_database(settings.require_database(), "postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+    try:
+        yield
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+
+
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment a service process needs to run against `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABFLOW_")}

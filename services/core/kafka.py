@@ -47,8 +47,8 @@ def consumer_config(settings: Settings, group_id: str, **extra: object) -> dict[
     return config
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": librdkafka_logger()}
+def admin_client(bootstrap: str, **extra: object) -> AdminClient:
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": librdkafka_logger(), **extra}
     return AdminClient(config)
 
 

@@ -8,9 +8,10 @@ import ssl
 
 from services.core.config import Settings
 from services.core.errors import OperatorError
-from services.core.kafka import producer_config
+from services.core.kafka import admin_client, producer_config
 from services.core.logs import configure_logging, get_logger
 from services.core.ops_http import OpsServer
+from services.core.readiness import KAFKA, BrokerWatch, Readiness
 from services.core.runtime import tune_garbage_collector
 from services.gateway.http_api import HttpServer
 from services.gateway.identity import IdentityProtector
@@ -72,8 +73,11 @@ async def serve(settings: Settings, http: bool = False) -> None:
     http_server = HttpServer.for_gateway(settings, server.intake, registry) if registry and http else None
     if http_server is not None:
         http_server.start()
+    kafka = Readiness(KAFKA)  # not ready while no broker answers: nothing could be acknowledged
+    watch = BrokerWatch(admin_client(settings.require_kafka(), error_cb=kafka.kafka_error), kafka).start()
     ops = OpsServer(
-        settings.mllp_host, settings.gateway_ops_port, ready=lambda: registry is None or registry.loaded
+        settings.mllp_host, settings.gateway_ops_port,
+        ready=lambda: kafka.ready() and (registry is None or registry.loaded),
     ).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,6 +91,7 @@ async def serve(settings: Settings, http: bool = False) -> None:
     if registry is not None:
         await registry.stop()
     ops.stop()
+    watch.stop()
     publisher.close()
 
 

@@ -70,7 +70,7 @@ REPLAYABLE = (Transport.MLLP, Transport.HTTP_HL7)
 
 async def replay(settings: Settings, intake: Intake, publisher: KafkaPublisher, rejection: Rejection) -> str:
     """Submit a rejected payload again; returns what became of it (ACK code, `requeued`, or why not)."""
-    if rejection.stage == "worker":
+    if rejection.stage in ("worker", "tracing"):  # a consumer's dead letter: back to where it was read
         await publisher.publish(
             [Record(rejection.source_topic or settings.topics.results, rejection.payload)]
         )

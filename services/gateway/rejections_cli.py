@@ -29,7 +29,7 @@ def _summary(r: Rejection) -> str:
 @app.command("list")
 def list_rejections(
     lab: Annotated[str | None, typer.Option(help="only this lab")] = None,
-    stage: Annotated[str | None, typer.Option(help="gateway or worker")] = None,
+    stage: Annotated[str | None, typer.Option(help="gateway, worker or tracing")] = None,
     limit: Annotated[int, typer.Option(help="the most recent N")] = 50,
 ) -> None:
     """One line per rejection: id, time, stage, ACK code, lab, control id and the first reason."""

@@ -10,11 +10,13 @@ from datetime import time as clock_time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.core.config import Settings
+from services.core.consume import backoff_s
 from services.core.domain.model import PARIS
 from services.core.logs import configure_logging, get_logger
 from services.opendata.export import export
@@ -75,10 +77,13 @@ def next_run(now: datetime, at: clock_time, zone: ZoneInfo = PARIS) -> datetime:
 
 
 class DailyPublisher:
-    """Publishes once at start, then every day at `opendata_publish_at` (Europe/Paris); retries failures."""
+    """Publishes once at start, then every day at `opendata_publish_at` (Europe/Paris); retries failures:
+    an unreachable database with the shared backoff (it usually comes back soon), anything else after
+    `RETRY_AFTER_S` (a whole export is heavy). Until it succeeds again, `/readyz` says why."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.problem: str | None = None
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -93,26 +98,33 @@ class DailyPublisher:
 
     def run(self) -> None:
         due = datetime.now(UTC)
+        failures = 0
         while self._wait_until(due):
             try:
                 publish_now(self.settings)
-            except Exception:  # logged and counted by publish_now; try again soon
-                due = datetime.now(UTC) + timedelta(seconds=RETRY_AFTER_S)
+            except Exception as exc:  # logged and counted by publish_now; try again soon
+                failures += 1
+                unreachable = isinstance(exc, psycopg.OperationalError)
+                self.problem = "database unreachable" if unreachable else "last publication failed"
+                delay = min(backoff_s(failures), RETRY_AFTER_S) if unreachable else RETRY_AFTER_S
+                due = datetime.now(UTC) + timedelta(seconds=delay)
                 continue
+            failures = 0
+            self.problem = None
             due = next_run(datetime.now(UTC), self.settings.opendata_publish_at)
 
 
-def build_app(settings: Settings) -> FastAPI:
+def build_app(settings: Settings, publisher: DailyPublisher | None = None) -> FastAPI:
     directory = settings.opendata_path
     directory.mkdir(parents=True, exist_ok=True)
     PUBLICATION_AGE.set_function(lambda: publication_age_seconds(directory, datetime.now(UTC)))
-    return create_app(directory)
+    return create_app(directory, problem=(lambda: publisher.problem) if publisher is not None else None)
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, publisher: DailyPublisher | None = None) -> None:
     """The HTTP server in this thread until SIGINT/SIGTERM (uvicorn handles them)."""
     uvicorn.run(
-        build_app(settings), host=settings.opendata_host, port=settings.opendata_port,
+        build_app(settings, publisher), host=settings.opendata_host, port=settings.opendata_port,
         log_config=None, access_log=False,
     )
 
@@ -123,7 +135,7 @@ def run_service(settings: Settings) -> None:
     thread = threading.Thread(target=publisher.run, name="opendata-schedule", daemon=True)
     thread.start()
     try:
-        serve(settings)
+        serve(settings, publisher)
     finally:
         publisher.stop()
         thread.join(60)

@@ -11,7 +11,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -74,13 +74,19 @@ def _stream(handle: BinaryIO) -> Iterator[bytes]:
         handle.close()
 
 
-def create_app(directory: Path, registry: CollectorRegistry = REGISTRY) -> FastAPI:
+def create_app(
+    directory: Path, registry: CollectorRegistry = REGISTRY, problem: Callable[[], str | None] | None = None
+) -> FastAPI:
+    """`problem`: why the publisher cannot publish right now (e.g. the database is unreachable)."""
     app = FastAPI(title="LabFlow open data", docs_url=None, redoc_url=None, openapi_url=None)
     digests = _Digests()
 
-    add_ops_routes(
-        app, lambda: None if (directory / INDEX_NAME).is_file() else "nothing published yet", registry
-    )
+    def not_ready() -> str | None:
+        if not (directory / INDEX_NAME).is_file():
+            return "nothing published yet"
+        return problem() if problem is not None else None
+
+    add_ops_routes(app, not_ready, registry)
 
     @app.api_route("/{name}", methods=["GET", "HEAD"])
     def download(name: str, request: Request) -> Response:

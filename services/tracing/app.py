@@ -6,12 +6,15 @@ import logging
 import signal
 from types import FrameType
 
+from confluent_kafka import Consumer, Producer
+
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.errors import OperatorError
-from services.core.kafka import consumer_config
+from services.core.kafka import consumer_config, producer_config
 from services.core.logs import configure_logging
 from services.core.ops_http import OpsServer
+from services.core.readiness import DATABASE, GROUP, KAFKA, Readiness
 from services.tracing.deliver import PlatformClient, RetryPolicy
 from services.tracing.service import CaseEventConsumer, DeliveryLoop, TracingService, new_owner_id
 from services.tracing.store import DeliveryStore, TracingStore
@@ -44,12 +47,17 @@ def build_service(settings: Settings) -> TracingService:
         # an attempt lasts at most the timeout; the margin covers recording its answer
         lease_s=settings.tracing_timeout_s + 5.0,
     )
+    readiness = Readiness(KAFKA, DATABASE, GROUP)
     consumer = CaseEventConsumer(
         # a short session: after a crash, the restarted instance gets the partitions back sooner
-        consumer_config(settings, settings.tracing_group, **{"session.timeout.ms": 10_000}),
-        settings.topics.cases,
-        TracingStore(dsn),
+        Consumer(consumer_config(settings, settings.tracing_group, **{"session.timeout.ms": 10_000},
+                                 error_cb=readiness.kafka_error)),
+        Producer(producer_config(settings, error_cb=readiness.kafka_error)),
+        topic=settings.topics.cases,
+        rejected_topic=settings.topics.rejected,
+        store=TracingStore(dsn),
         on_stored=deliveries.wake,
+        readiness=readiness,
     )
     return TracingService(consumer, deliveries)
 

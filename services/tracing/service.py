@@ -1,7 +1,9 @@
 """The tracing handoff: a consumer loop that stores case events, a delivery loop that sends them.
 
-- Consume (a thread, confluent-kafka): events are stored in PostgreSQL, then the Kafka offsets are
-  committed. A crash in between re-reads events that the store then ignores (unique `event_id`).
+- Consume (a thread, the shared framework `services.core.consume`): events are stored in
+  PostgreSQL, then the Kafka offsets are committed. A crash in between re-reads events that the store
+  then ignores (unique `event_id`). An event that cannot be read or stored is dead-lettered to the
+  rejected topic (stage "tracing") with its reason; outages are retried with backoff, never an exit.
 - Deliver (asyncio, httpx): each case is a task sending its events in order, one attempt at a time
   under a lease, at most `concurrency` requests at once; a case in backoff sleeps without holding a
   request slot, so a failing case never holds up the others. Retries follow the tenacity policy of
@@ -22,23 +24,29 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Producer
 from nacl.exceptions import CryptoError
 from prometheus_client import Counter, Gauge, Histogram
-from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
     RetryError,
-    Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    stop_when_event_set,
     wait_exponential_jitter,
 )
 
+from services.core.consume import (
+    ConsumerLoop,
+    DeadLetterStep,
+    PartitionProgress,
+    backoff_s,
+    describe,
+    json_decoder,
+)
 from services.core.domain.case_event import CaseEventMessage
 from services.core.logs import get_logger
+from services.core.readiness import Readiness
 from services.core.sealing import open_sealed
 from services.tracing.deliver import (
     PermanentFailure,
@@ -64,93 +72,79 @@ DELIVERIES = Counter(
 )
 QUEUE = Gauge("labflow_tracing_queue_events", "Case events not delivered, by status", ["status"])
 CONSUMED = Counter("labflow_tracing_events_consumed_total", "Case events read from Kafka", ["result"])
+DEAD_LETTERS = Counter("labflow_tracing_dead_letters_total",
+                       "Case events sent to the rejected topic (unreadable or unstorable)", ["reason"])
 
 MAX_CASES_IN_HAND = 1000  # case tasks at once (most of them sleep in backoff when the platform fails)
 
 
+class CaseEventSink:
+    """The handle step of the consumer: events stored idempotently (unique `event_id`)."""
+
+    fenced = False
+
+    def __init__(self, store: TracingStore, on_stored: Callable[[], None]) -> None:
+        self.store = store
+        self.on_stored = on_stored
+
+    def write(self, items: Sequence[CaseEventMessage], progress: Sequence[PartitionProgress]) -> None:
+        if not items:
+            return
+        new = self.store.store_events(items)
+        CONSUMED.labels("stored").inc(new)
+        CONSUMED.labels("duplicate").inc(len(items) - new)
+        self.on_stored()
+
+    def trial(self, items: Sequence[CaseEventMessage]) -> None:
+        self.store.trial_events(items)
+
+    def stored_offsets(self, partitions: Sequence[int]) -> None:
+        return None  # Kafka's committed offsets
+
+    def ping(self) -> None:
+        self.store.ping()
+
+    def close(self) -> None:
+        self.store.close()
+
+
 class CaseEventConsumer:
-    """cases.v1 → PostgreSQL; the Kafka offsets are committed only once the events are stored."""
+    """cases.v1 → PostgreSQL on the shared consumer framework; the Kafka offsets are committed only
+    once the events are stored (or dead-lettered, when they cannot be read or stored)."""
 
     def __init__(
         self,
-        config: dict[str, object],
+        consumer: Consumer,
+        producer: Producer,
+        *,
         topic: str,
+        rejected_topic: str,
         store: TracingStore,
         on_stored: Callable[[], None],
+        readiness: Readiness | None = None,
         batch_size: int = 500,
         batch_timeout_s: float = 0.5,
     ) -> None:
-        self.consumer = Consumer(config)
-        self.topic = topic
-        self.store = store
-        self.on_stored = on_stored
-        self.batch_size = batch_size
-        self.batch_timeout_s = batch_timeout_s
-        # polling; after a crash the group may take a session timeout to hand out partitions again
-        self.ready = threading.Event()
-        self.stopping = threading.Event()
+        self.loop: ConsumerLoop[CaseEventMessage] = ConsumerLoop(
+            consumer,
+            CaseEventSink(store, on_stored),
+            DeadLetterStep(producer, rejected_topic, "tracing", counter=DEAD_LETTERS),
+            topic=topic,
+            decode=json_decoder(CaseEventMessage),
+            batch_size=batch_size,
+            batch_timeout_s=batch_timeout_s,
+            readiness=readiness,
+        )
+        self.readiness = self.loop.readiness
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("partitions assigned", partitions=sorted(tp.partition for tp in partitions))
+    def ready(self) -> bool:
+        return self.readiness.ready()
 
     def run(self) -> None:
-        self.consumer.subscribe([self.topic], on_assign=self._on_assign)
-        self.ready.set()
-        try:
-            while not self.stopping.is_set():
-                messages = self.consumer.consume(self.batch_size, self.batch_timeout_s)
-                if not messages:
-                    continue
-                events, offsets = self._decode(messages)
-                if events:
-                    self._store(events)
-                if offsets:
-                    try:
-                        self.consumer.commit(offsets=offsets, asynchronous=False)
-                    except KafkaException as exc:  # the events are stored: re-reading them is harmless
-                        log.warning("offset commit failed", error=str(exc))
-                if events:
-                    self.on_stored()
-        finally:
-            self.consumer.close()
-            self.store.close()
-
-    def _decode(self, messages: Sequence[Message]) -> tuple[list[CaseEventMessage], list[TopicPartition]]:
-        events: list[CaseEventMessage] = []
-        next_offsets: dict[int, int] = {}
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error", error=error.str())
-                continue
-            partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
-            next_offsets[partition] = offset + 1
-            try:
-                events.append(CaseEventMessage.model_validate_json(msg.value() or b""))
-            except ValidationError as exc:
-                CONSUMED.labels("invalid").inc()
-                log.error("invalid case event skipped", partition=partition, offset=offset,
-                          errors=exc.error_count())
-        return events, [TopicPartition(self.topic, p, o) for p, o in next_offsets.items()]
-
-    def _store(self, events: list[CaseEventMessage]) -> None:
-        # PostgreSQL down: keep the events (nothing committed) and wait for it to come back
-        for attempt in Retrying(
-            retry=retry_if_exception_type(psycopg.OperationalError),
-            wait=wait_exponential_jitter(max=10),
-            stop=stop_when_event_set(self.stopping),
-            before_sleep=lambda rs: log.warning("database unavailable, retrying",
-                                                error=str(rs.outcome.exception() if rs.outcome else "")),
-            reraise=True,
-        ):
-            with attempt:
-                new = self.store.store_events(events)
-        CONSUMED.labels("stored").inc(new)
-        CONSUMED.labels("duplicate").inc(len(events) - new)
+        self.loop.run()
 
     def stop(self) -> None:
-        self.stopping.set()
+        self.loop.stop()
 
 
 class DeliveryLoop:
@@ -201,6 +195,7 @@ class DeliveryLoop:
             return
         if self.platform is None:
             log.warning("LABFLOW_TRACING_URL is not set: no tracing platform, case events stay pending")
+        failures = 0
         try:
             while not self._stopping.is_set():
                 try:
@@ -210,10 +205,12 @@ class DeliveryLoop:
                     if self.platform is not None:
                         await self._start_due_cases()
                     self.healthy.set()
+                    failures = 0
                 except psycopg.Error as exc:
                     self.healthy.clear()
-                    log.warning("database unavailable", error=str(exc))
-                await self._pause(self.poll_s)
+                    failures += 1
+                    log.warning("database unavailable", error=describe(exc), attempt=failures)
+                await self._pause(backoff_s(failures) if failures else self.poll_s)
         finally:
             self.healthy.clear()
             await self._shutdown()
@@ -341,7 +338,7 @@ class TracingService:
         self._consumer_error: BaseException | None = None
 
     def ready(self) -> bool:
-        return self.consumer.ready.is_set() and self.deliveries.healthy.is_set()
+        return self.consumer.ready() and self.deliveries.healthy.is_set()
 
     def run(self) -> None:
         """Blocks until `stop` or until either loop ends (then the other one is stopped too)."""

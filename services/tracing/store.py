@@ -145,6 +145,26 @@ class TracingStore:
             conn.close()
             raise
 
+    def trial_events(self, events: Sequence[CaseEventMessage]) -> None:
+        """`store_events`, rolled back: raises what it would raise (finding an unstorable event)."""
+        conn = self._connection()
+        try:
+            with conn.transaction() as tx, conn.cursor() as cur:
+                cur.executemany(INSERT_EVENT, [_event_row(e) for e in events])
+                raise psycopg.Rollback(tx)
+        except psycopg.OperationalError:
+            conn.close()
+            raise
+
+    def ping(self) -> None:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError:
+            conn.close()
+            raise
+
     def failed_events(self) -> list[FailedEvent]:
         with self._connection().transaction() as tx:
             rows = tx.connection.execute(FAILED_EVENTS).fetchall()

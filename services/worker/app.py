@@ -6,11 +6,14 @@ import signal
 import threading
 from types import FrameType
 
+from confluent_kafka import Consumer, Producer
+
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.kafka import consumer_config, producer_config
 from services.core.logs import configure_logging
 from services.core.ops_http import OpsServer
+from services.core.readiness import DATABASE, GROUP, KAFKA, Readiness
 from services.core.runtime import tune_garbage_collector
 from services.worker.pipeline import ResultsWorker
 from services.worker.relay import OutboxRelay
@@ -22,19 +25,21 @@ def build_worker(settings: Settings) -> ResultsWorker:
     store = ResultStore(
         libpq_url(settings.require_database()), settings.worker_group, topics.results, topics.cases
     )
+    readiness = Readiness(KAFKA, DATABASE, GROUP)
     return ResultsWorker(
-        consumer_config(settings, settings.worker_group),
-        producer_config(settings),
+        Consumer(consumer_config(settings, settings.worker_group, error_cb=readiness.kafka_error)),
+        Producer(producer_config(settings, error_cb=readiness.kafka_error)),
         store,
         topic=topics.results,
         rejected_topic=topics.rejected,
         batch_size=settings.worker_batch_size,
         batch_timeout_s=settings.worker_batch_timeout_s,
+        readiness=readiness,
     )
 
 
 def build_relay(settings: Settings) -> OutboxRelay:
-    return OutboxRelay(libpq_url(settings.require_database()), producer_config(settings))
+    return OutboxRelay(libpq_url(settings.require_database()), Producer(producer_config(settings)))
 
 
 def run_worker(settings: Settings) -> None:
@@ -49,7 +54,7 @@ def run_worker(settings: Settings) -> None:
     relay = build_relay(settings)
     relay_thread = threading.Thread(target=relay.run, name="outbox-relay", daemon=True)
     relay_thread.start()
-    ops = OpsServer("127.0.0.1", settings.worker_ops_port, ready=worker.ready.is_set).start()
+    ops = OpsServer("127.0.0.1", settings.worker_ops_port, ready=worker.ready).start()
     tune_garbage_collector()
     try:
         worker.run()

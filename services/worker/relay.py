@@ -11,8 +11,9 @@ import json
 import threading
 
 import psycopg
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from services.core.consume import backoff_s, describe
 from services.core.logs import get_logger
 
 log = get_logger(__name__)
@@ -20,9 +21,9 @@ RELAY_LOCK = 0x4C4142_0001  # pg advisory lock id of the outbox relay
 
 
 class OutboxRelay:
-    def __init__(self, dsn: str, producer_config: dict[str, object], batch_size: int = 1000) -> None:
+    def __init__(self, dsn: str, producer: Producer, batch_size: int = 1000) -> None:
         self.dsn = dsn
-        self.producer = Producer(producer_config)
+        self.producer = producer
         self.batch_size = batch_size
         self.stopping = threading.Event()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
@@ -62,16 +63,34 @@ class OutboxRelay:
         return len(rows)
 
     def run(self, idle_sleep_s: float = 0.1) -> None:
+        try:
+            self._run(idle_sleep_s)
+        finally:
+            self.close()
+
+    def _run(self, idle_sleep_s: float) -> None:
+        failures = 0
         while not self.stopping.is_set():
             try:
                 published = self.publish_pending()
-            except (psycopg.Error, RuntimeError) as exc:
-                log.warning("outbox relay retrying", error=str(exc))
-                self._conn = None
-                self.stopping.wait(1.0)
+            except (psycopg.Error, KafkaException, BufferError, RuntimeError) as exc:
+                failures += 1
+                wait_s = backoff_s(failures)
+                log.warning("outbox relay retrying", error=describe(exc), attempt=failures,
+                            wait_s=round(wait_s, 2))
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                self.stopping.wait(wait_s)
                 continue
+            failures = 0
             if published == 0:
                 self.stopping.wait(idle_sleep_s)
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self.producer.flush(5)

@@ -5,6 +5,9 @@ keeps the version that counts. Then every person the batch touched is re-evaluat
 stored results: the difference between their new and previous P/T contributions is applied to the
 aggregates (so the aggregates always equal a full recomputation), their cases are reconciled and the
 case events go to the outbox — all in the same transaction as the consumer offsets.
+
+The connection is re-opened (and its temporary table re-created) after any connection error: the
+caller retries the batch, which was rolled back with the lost session.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from services.core.consume import Fenced, PartitionProgress
 from services.core.domain.case_event import CaseEventMessage
 from services.core.domain.model import LabResult, Outcome, ResultStatus, Sex, TestKind
 from services.worker.dedup import (
@@ -115,17 +119,6 @@ SELECT result_id, patient_pseudonym, version_key, status, result_at, received_at
        collected_at, collection_day, department, region, age_class, sex, sending_facility
 FROM results WHERE patient_pseudonym = ANY(%s)
 """
-
-
-class Fenced(Exception):
-    """Another worker committed this partition past where this one started: discard the batch."""
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionProgress:
-    partition: int
-    start_offset: int  # where this worker believes the stored offset is
-    next_offset: int  # after this batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,44 +224,96 @@ def _decode_contributions(raw: list[list[Any]]) -> dict[AggregateKey, Counts]:
 
 class ResultStore:
     def __init__(self, dsn: str, group_id: str, topic: str, cases_topic: str) -> None:
-        self.conn = psycopg.connect(dsn, autocommit=False)
+        self.dsn = dsn
         self.group_id = group_id
         self.topic = topic
         self.cases_topic = cases_topic
-        with self.conn.transaction():
-            self.conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS incoming_results "
-                "(LIKE results INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._conn is None or self._conn.closed:
+            conn = psycopg.connect(self.dsn, autocommit=False)
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        "CREATE TEMP TABLE IF NOT EXISTS incoming_results "
+                        "(LIKE results INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                    )
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
 
     def close(self) -> None:
-        self.conn.close()
+        if self._conn is not None:
+            self._conn.close()
+
+    def _lost(self) -> None:
+        """After a connection error: the session is gone (or unusable); the next call reconnects."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def ping(self) -> None:
+        try:
+            conn = self.conn
+            with conn.transaction():
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError:
+            self._lost()
+            raise
 
     def stored_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
-        with self.conn.transaction():
-            rows = self.conn.execute(
-                "SELECT partition, next_offset FROM consumer_offsets "
-                "WHERE group_id = %s AND topic = %s AND partition = ANY(%s)",
-                (self.group_id, self.topic, list(partitions)),
-            ).fetchall()
+        try:
+            conn = self.conn
+            with conn.transaction():
+                rows = conn.execute(
+                    "SELECT partition, next_offset FROM consumer_offsets "
+                    "WHERE group_id = %s AND topic = %s AND partition = ANY(%s)",
+                    (self.group_id, self.topic, list(partitions)),
+                ).fetchall()
+        except psycopg.OperationalError:
+            self._lost()
+            raise
         return {int(p): int(o) for p, o in rows}
 
     def write_batch(
         self, results: Sequence[LabResult], progress: Sequence[PartitionProgress]
     ) -> BatchWritten:
         """Write results, their consequences and the offsets, atomically."""
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            self._advance_offsets(cur, progress)
-            if not results:
-                return BatchWritten(0, 0, 0, 0)
-            with cur.copy(f"COPY incoming_results ({_COLS}) FROM STDIN") as copy:
-                for r in results:
-                    copy.write_row(_row(r))
-            row = cur.execute(UPSERT_RESULTS).fetchone()
-            touched, changed = (list(row[0]), int(row[1])) if row else ([], 0)
-            self._store_identities(cur, results)
-            aggregate_rows, events = self._reevaluate(cur, touched, results) if touched else (0, 0)
-            return BatchWritten(changed, len(touched), aggregate_rows, events)
+        try:
+            conn = self.conn
+            with conn.transaction(), conn.cursor() as cur:
+                self._advance_offsets(cur, progress)
+                return self._write(cur, results)
+        except psycopg.OperationalError:
+            self._lost()
+            raise
+
+    def trial_write(self, results: Sequence[LabResult]) -> None:
+        """The same write without offsets, rolled back: raises what `write_batch` would raise."""
+        try:
+            conn = self.conn
+            with conn.transaction() as tx, conn.cursor() as cur:
+                self._write(cur, results)
+                raise psycopg.Rollback(tx)
+        except psycopg.OperationalError:
+            self._lost()
+            raise
+
+    def _write(self, cur: psycopg.Cursor[tuple[Any, ...]], results: Sequence[LabResult]) -> BatchWritten:
+        if not results:
+            return BatchWritten(0, 0, 0, 0)
+        with cur.copy(f"COPY incoming_results ({_COLS}) FROM STDIN") as copy:
+            for r in results:
+                copy.write_row(_row(r))
+        row = cur.execute(UPSERT_RESULTS).fetchone()
+        touched, changed = (list(row[0]), int(row[1])) if row else ([], 0)
+        self._store_identities(cur, results)
+        aggregate_rows, events = self._reevaluate(cur, touched, results) if touched else (0, 0)
+        return BatchWritten(changed, len(touched), aggregate_rows, events)
 
     def _advance_offsets(
         self, cur: psycopg.Cursor[tuple[Any, ...]], progress: Sequence[PartitionProgress]

@@ -416,7 +416,10 @@ def test_kill_9_mid_delivery_then_restart_delivers_every_case_once(
         wait_until(lambda: all_delivered(settings, events), timeout_s=25, interval_s=0.2,
                    what=f"every event delivered after the restart; log:\n{second.log()}")
         metrics_url = f"http://127.0.0.1:{settings.tracing_ops_port}"
-        assert http_status(f"{metrics_url}/readyz") == 200
+        # ready once the group handed it the partitions: after a kill -9 that waits for the dead
+        # member's session to expire, while the events already stored are being delivered
+        wait_until(lambda: http_status(f"{metrics_url}/readyz") == 200, timeout_s=30,
+                   what="the restarted service to be ready")
         assert http_status(f"{metrics_url}/healthz") == 200
 
         def exposition() -> str:
@@ -479,3 +482,68 @@ def test_the_local_standin_checks_signatures_and_records_cases_without_identity(
     assert [json.loads(line)["case_id"] for line in lines] == [event.case_id]
     assert json.loads(lines[0])["event"] == "case.opened"
     assert "DUPONT" not in lines[0] and "+33612345678" not in lines[0]
+
+
+def test_unreadable_and_unstorable_case_events_are_dead_lettered_and_the_others_stored(
+    settings: Settings, platform: tuple[FakePlatform, str]
+) -> None:
+    from confluent_kafka import Consumer
+
+    from services.core.domain.rejection import Rejection
+
+    before, after = (case_event(settings, "case.opened", uuid.uuid4().hex) for _ in range(2))
+    unstorable = case_event(settings, "case.updated", "case\u0000id")  # PostgreSQL text refuses NUL
+    with running(settings):
+        producer = Producer(producer_config(settings))
+        for value in (before.model_dump_json().encode(), b"{not json", unstorable.model_dump_json().encode(),
+                      after.model_dump_json().encode()):
+            producer.produce(settings.topics.cases, value, b"same-partition")
+        assert producer.flush(30) == 0
+        wait_until(lambda: all_delivered(settings, [before, after]), timeout_s=20, what="the good events")
+
+        consumer = Consumer({"bootstrap.servers": settings.require_kafka(), "group.id": "dlq-probe",
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([settings.topics.rejected])
+        dead: list[Rejection] = []
+        try:
+            wait_until(lambda: dead.extend(Rejection.model_validate_json(m.value() or b"")
+                                           for m in consumer.consume(10, 1) if m.error() is None)
+                       or len(dead) >= 2, what="two dead letters")
+        finally:
+            consumer.close()
+    assert {d.stage for d in dead} == {"tracing"}
+    assert {d.source_topic for d in dead} == {settings.topics.cases}
+    by_payload = {d.payload: d.reasons[0] for d in dead}
+    assert by_payload[b"{not json"].text.startswith("not-json")
+    unstorable_reason = by_payload[unstorable.model_dump_json().encode()]
+    assert unstorable_reason.code == "207" and unstorable_reason.text.startswith("unstorable: DataError")
+    assert set(deliveries(settings)) == {before.event_id, after.event_id}
+
+
+def test_a_database_outage_makes_it_unready_and_it_recovers_by_itself(
+    settings: Settings, platform: tuple[FakePlatform, str]
+) -> None:
+    from tests.support import database_refusing_connections
+
+    before = case_event(settings, "case.opened", uuid.uuid4().hex)
+    during = [case_event(settings, "case.opened", uuid.uuid4().hex) for _ in range(3)]
+    service = build_service(settings)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(service.ready, timeout_s=20, what="the tracing service to be ready")
+        publish(settings, [before])
+        wait_until(lambda: all_delivered(settings, [before]), timeout_s=20, what="delivered before")
+        with database_refusing_connections(settings):
+            publish(settings, during)
+            wait_until(lambda: not service.ready(), timeout_s=20, what="not ready during the outage")
+            time.sleep(3)
+            assert thread.is_alive() and not service.ready()
+        wait_until(service.ready, timeout_s=40, what="ready again")
+        wait_until(lambda: all_delivered(settings, during), timeout_s=40, what="the events of the outage")
+        assert thread.is_alive()
+    finally:
+        service.stop()
+        thread.join(30)
+    assert sorted(r.event_id for r in platform[0].delivered()) == sorted(
+        e.event_id for e in [before, *during])

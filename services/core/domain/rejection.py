@@ -30,7 +30,7 @@ class Rejection(BaseModel):
 
     schema_version: Literal[1] = 1
     rejection_id: str
-    stage: Literal["gateway", "worker"]
+    stage: Literal["gateway", "worker", "tracing"]
     ack_code: Literal["AE", "AR"] | None = Field(default=None, description="What the lab was answered")
     lab: str | None = None
     transport: Transport | None = None
@@ -38,7 +38,7 @@ class Rejection(BaseModel):
     received_at: AwareDatetime
     reasons: list[RejectionReason]
     payload_base64: str = Field(description="The payload exactly as received")
-    source_topic: str | None = Field(default=None, description="For worker dead letters: where it was read")
+    source_topic: str | None = Field(default=None, description="For consumer dead letters: where it was read")
     source_partition: int | None = None
     source_offset: int | None = None
 
