@@ -1,4 +1,10 @@
-"""Gateway bootstrap: wires the Kafka publisher, the intake service and the MLLP listener."""
+"""Gateway bootstrap: wires the Kafka publisher, the intake service and the MLLP listener.
+
+`/readyz` is 503 while Kafka is unreachable (see `publish.py` for how that is known) or the lab
+registry is not loaded; the gateway itself stays up and answers AE meanwhile (labs send again).
+On SIGTERM/SIGINT it drains: `/readyz` 503, no new connections or requests, what is in flight is
+answered (at most `LABFLOW_GATEWAY_DRAIN_TIMEOUT_S`), the producer is flushed, and it exits 0.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +53,9 @@ def build_mllp_server(
         max_message_bytes=settings.mllp_max_message_bytes,
         max_connections=settings.mllp_max_connections,
         idle_timeout_s=settings.mllp_idle_timeout_s,
-        read_timeout_s=settings.mllp_read_timeout_s,
+        frame_timeout_s=settings.mllp_read_timeout_s,
+        first_message_timeout_s=settings.mllp_first_message_timeout_s,
+        max_connections_per_address=settings.mllp_max_connections_per_address,
         ssl_context=mllp_tls_context(settings),
     )
 
@@ -71,22 +79,26 @@ async def serve(settings: Settings, http: bool = False) -> None:
     http_server = HttpServer.for_gateway(settings, server.intake, registry) if registry and http else None
     if http_server is not None:
         http_server.start()
-    ops = OpsServer(
-        settings.mllp_host, settings.gateway_ops_port, ready=lambda: registry is None or registry.loaded
-    ).start()
     stop = asyncio.Event()
+
+    def ready() -> bool:
+        return not stop.is_set() and publisher.reachable and (registry is None or registry.loaded)
+
+    ops = OpsServer(settings.mllp_host, settings.gateway_ops_port, ready=ready).start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("gateway stopping")
-    await server.close()
+    log.info("gateway draining", timeout_s=settings.gateway_drain_timeout_s)
+    draining = [server.drain(settings.gateway_drain_timeout_s)]
     if http_server is not None:
-        await http_server.stop()
+        draining.append(http_server.stop())
+    await asyncio.gather(*draining)
     if registry is not None:
         await registry.stop()
     ops.stop()
     publisher.close()
+    log.info("gateway stopped")
 
 
 def run_gateway(settings: Settings, http: bool = False) -> None:
