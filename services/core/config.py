@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     mllp_first_message_timeout_s: float = Field(
         default=10.0, description="A new connection must start its first message (0x0B MSH) within this"
     )
-    mllp_max_connections_per_address: int = Field(default=50, description="MLLP connections per source IP")
+    mllp_max_connections_per_address: int = Field(default=100, description="MLLP connections per source IP")
     gateway_drain_timeout_s: float = Field(
         default=20.0, description="On SIGTERM: longest wait for the work in flight"
     )
