@@ -10,7 +10,8 @@ bounded by deadlines, not by per-read timeouts that one byte every few seconds w
 - at most `max_connections` at once, and at most `max_connections_per_address` from one source
   address (a lab opens a few; one address opening hundreds cannot take the slots of every other lab);
   beyond either cap a new connection is closed at once;
-- a new connection must start its first message (0x0B then `MSH`) within `first_message_timeout_s`;
+- a new connection must start its first message (0x0B then `MSH`) within `first_message_timeout_s`
+  (and finish its TLS handshake within that time too);
 - a frame, once started, must be complete within `frame_timeout_s` (a deadline for the whole frame);
 - between messages a connection may stay idle for `idle_timeout_s`.
 
@@ -85,8 +86,16 @@ class MllpServer:
         return lab.lab_id if lab is not None else None
 
     async def start(self) -> None:
+        # a TLS handshake happens before `_serve` (and its caps) sees the connection: bound it too
+        handshake_timeout = self.first_message_timeout_s if self.ssl_context is not None else None
         self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, ssl=self.ssl_context, limit=256 * 1024, backlog=1024
+            self._serve,
+            self.host,
+            self.port,
+            ssl=self.ssl_context,
+            ssl_handshake_timeout=handshake_timeout,
+            limit=256 * 1024,
+            backlog=1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("mllp listening", host=self.host, port=self.port, tls=self.ssl_context is not None)
