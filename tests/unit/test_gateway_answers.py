@@ -129,3 +129,39 @@ def test_mllp_answers_ae_when_handling_fails_and_keeps_the_connection(where: str
     acks = asyncio.run(scenario())
     assert [(a.code, a.control_id) for a in acks] == [("AE", "F1"), ("AE", "F2")]
     assert all("send it again" in a.errors[0] for a in acks)
+
+
+@pytest.mark.parametrize("failing", ["normalize", "publish"])
+def test_http_answers_503_with_retry_after_never_500(failing: str) -> None:
+    """Before: an exception while handling a body (e.g. MSG_SIZE_TOO_LARGE) was 500 {"error":"internal"}."""
+    import httpx
+
+    from services.gateway.http_api import create_app
+    from services.gateway.labs import Authentication, Lab
+
+    lab = Lab("LAB-UNIT", "Unit", None, True, None, None)
+
+    class Registry:
+        async def authenticate(self, _token: str) -> Authentication:
+            return Authentication(lab)
+
+    the_intake = intake(Publisher(fail=OSError("boom") if failing == "publish" else None))
+    if failing == "normalize":
+
+        async def broken(*_args: object, **_kwargs: object) -> None:
+            raise KeyError("boom")
+
+        the_intake.receive_hl7 = broken  # type: ignore[method-assign]
+    app = create_app(the_intake, Registry(), None, max_body_bytes=100_000)  # type: ignore[arg-type]
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            return await client.post(
+                "/v1/results/hl7", content=message("H1"), headers={"Authorization": "Bearer t"}
+            )
+
+    response = asyncio.run(post())
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "5"
+    assert "send it again" in response.json()["detail"]
