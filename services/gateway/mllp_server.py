@@ -13,7 +13,7 @@ bounded by deadlines, not by per-read timeouts that one byte every few seconds w
 - a new connection must start its first message (0x0B then `MSH`) within `first_message_timeout_s`
   (and finish its TLS handshake within that time too);
 - a frame, once started, must be complete within `frame_timeout_s` (a deadline for the whole frame);
-- between messages a connection may stay idle for `idle_timeout_s`.
+- between messages (from the last answer) a connection may stay for `idle_timeout_s`.
 
 On SIGTERM the gateway calls `drain()`: no new connections; connections waiting between messages are
 closed; a frame being received (within its deadline) or answered gets its answer, then its
@@ -209,7 +209,8 @@ class MllpServer:
                 if answered or not was_mid_frame:  # a frame started in this read
                     frame_deadline = received_at + self.frame_timeout_s
                 introduced = introduced or decoder.frame_prefix == HL7_START
-            idle_since = loop.time()
+            if answered:  # bytes outside frames are not activity: they do not keep a connection open
+                idle_since = loop.time()
 
     async def _answer_safely(
         self, event: Frame | OversizedFrame | StrayBytes, authenticated_lab: str | None

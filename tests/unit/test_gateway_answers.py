@@ -165,3 +165,45 @@ def test_http_answers_503_with_retry_after_never_500(failing: str) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "5"
     assert "send it again" in response.json()["detail"]
+
+
+def test_deadlines_count_from_the_frame_start_and_the_last_answer_not_from_each_read() -> None:
+    """A byte every 0.2 s inside a frame, or outside frames after a message, does not hold the
+    connection past its deadline (before: every read restarted the timeout)."""
+
+    async def closed_after(*chunks: bytes) -> float:
+        server = MllpServer(
+            intake(Publisher()), host="127.0.0.1", port=0, max_message_bytes=100_000, max_connections=10,
+            idle_timeout_s=1.0, frame_timeout_s=1.0, first_message_timeout_s=0.5,
+        )
+        await server.start()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        for chunk in chunks:
+            writer.write(chunk)
+        try:
+            while loop.time() - began < 5:
+                try:
+                    if not await asyncio.wait_for(reader.read(65536), 0.2):
+                        break
+                except TimeoutError:
+                    writer.write(b"x" if chunks and chunks[-1] != END else b"\r")
+                except ConnectionError:
+                    break
+            return loop.time() - began
+        finally:
+            writer.close()
+            await server.drain(1)
+
+    async def scenarios() -> tuple[float, float, float]:
+        return (
+            await closed_after(),  # silent
+            await closed_after(START + b"MSH|^~\\&|"),  # a frame that never ends
+            await closed_after(START + message("IDLE") + END),  # then only bytes outside frames
+        )
+
+    silent, trickle, stray = asyncio.run(scenarios())
+    assert 0.4 < silent < 0.9
+    assert 0.9 < trickle < 1.5
+    assert 0.9 < stray < 1.6
