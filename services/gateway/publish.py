@@ -39,7 +39,6 @@ class Record:
     key: bytes | None = None
     headers: Sequence[tuple[str, str | bytes | None]] = ()
 
-
     def size(self) -> int:
         """As librdkafka counts it against `message.max.bytes`, with room for header framing."""
         headers = sum(len(name) + len(value or b"") + 16 for name, value in self.headers)
