@@ -104,7 +104,10 @@ def main() -> None:
     messages = corpus(5000, seed=3)
     with isolated_settings(info.kafka_bootstrap, info.database_url, partitions=12) as settings:
         settings = settings.model_copy(update={"mllp_port": free_port(), "gateway_ops_port": free_port()})
-        env = settings_env(settings, LABFLOW_LOG_LEVEL="WARNING", LABFLOW_LAB_REGISTRY_ENFORCED="false")
+        env = settings_env(
+            settings, LABFLOW_LOG_LEVEL="WARNING", LABFLOW_LAB_REGISTRY_ENFORCED="false",
+            LABFLOW_MLLP_MAX_CONNECTIONS_PER_ADDRESS="100000",  # every connection comes from 127.0.0.1
+        )
         with tempfile.TemporaryDirectory() as logs:
             gateway = ServiceProcess("gateway", env, Path(logs))
             try:

@@ -606,7 +606,11 @@ def run_profile(profile: Profile, options: RunOptions, results_dir: Path = RESUL
         for lab_id in lab_ids(options.labs):
             directory.add(lab_id, f"Load-test laboratory {lab_id[-4:]}", None, None)
         engine.dispose()
-        env = settings_env(settings, LABFLOW_LOG_LEVEL="WARNING")
+        # every simulated lab connects from 127.0.0.1, and may connect a while before its first message
+        env = settings_env(
+            settings, LABFLOW_LOG_LEVEL="WARNING", LABFLOW_MLLP_MAX_CONNECTIONS_PER_ADDRESS="100000",
+            LABFLOW_MLLP_FIRST_MESSAGE_TIMEOUT_S=str(settings.mllp_idle_timeout_s),
+        )
         standin = _start_standin(env, standin_port, folder)
         services = {name: ServiceProcess(name, env, folder) for name in ("gateway", "worker", "tracing")}
         simulator: multiprocessing.process.BaseProcess | None = None

@@ -61,7 +61,14 @@ class Settings(BaseSettings):
     mllp_max_message_bytes: int = 1024 * 1024
     mllp_max_connections: int = 1000
     mllp_idle_timeout_s: float = 300.0
-    mllp_read_timeout_s: float = 30.0
+    mllp_read_timeout_s: float = Field(default=30.0, description="Deadline of a whole frame, once started")
+    mllp_first_message_timeout_s: float = Field(
+        default=10.0, description="A new connection must start its first message (0x0B MSH) within this"
+    )
+    mllp_max_connections_per_address: int = Field(default=100, description="MLLP connections per source IP")
+    gateway_drain_timeout_s: float = Field(
+        default=20.0, description="On SIGTERM: longest wait for the work in flight"
+    )
     mllp_tls_cert: Path | None = Field(default=None, description="PEM certificate chain: enables TLS")
     mllp_tls_key: Path | None = Field(default=None, description="PEM private key of that certificate")
     mllp_tls_client_ca: Path | None = Field(

@@ -7,10 +7,13 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from services.core.config import Settings
 from services.core.errors import KafkaUnavailable
+from services.core.limits import PRODUCER_BATCH_BYTES, SizeLimits
 from services.core.logs import librdkafka_logger
 
 
@@ -24,6 +27,9 @@ def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
         "compression.type": "lz4",
         "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
         "logger": librdkafka_logger(),
+        # derived from the documented intake limits (services/core/limits.py)
+        "message.max.bytes": SizeLimits.of(settings).record_bytes,
+        "batch.size": PRODUCER_BATCH_BYTES,
     }
     config.update(extra)
     return config
@@ -59,12 +65,13 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
     # raw and rejected payloads are nominative (names, INS, phone): kept only as long as allowed
     nominative = {settings.topics.raw, settings.topics.rejected}
     retention_ms = str(settings.nominative_retention_days * 24 * 3600 * 1000)
+    size = {"max.message.bytes": str(SizeLimits.of(settings).topic_bytes)}
     wanted = [
         NewTopic(
             name,
             num_partitions=settings.topic_partitions,
             replication_factor=settings.topic_replication,
-            config={"retention.ms": retention_ms} if name in nominative else {},
+            config=size | ({"retention.ms": retention_ms} if name in nominative else {}),
         )
         for name in settings.topics.all()
         if name not in existing
@@ -79,7 +86,22 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
                 outcome[name] = "exists"
+    _align_size_limit(admin, [name for name, done in outcome.items() if done == "exists"], size, timeout_s)
     return outcome
+
+
+def _align_size_limit(
+    admin: AdminClient, names: list[str], size: dict[str, str], timeout_s: float
+) -> None:
+    """Existing topics get the derived `max.message.bytes` too: the intake limits may have changed."""
+    if not names:
+        return
+    entries = [
+        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET) for key, value in size.items()
+    ]
+    resources = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries) for name in names]
+    for future in admin.incremental_alter_configs(resources).values():
+        future.result(timeout_s)
 
 
 def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:

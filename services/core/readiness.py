@@ -4,11 +4,12 @@
 readiness is measured, never latched. Conditions are set by the code that talks to the dependency:
 
 - PostgreSQL: the last round trip (a write, or the periodic ping of an idle service) failed.
-- Kafka: librdkafka's `error_cb` reports `_ALL_BROKERS_DOWN` (immediate, no traffic needed), and a
-  cheap metadata request every few seconds confirms that a broker answers. The error callback alone
-  is not enough: librdkafka never reports that brokers came back, and a broker that accepts TCP but
-  does not answer (stopped, partitioned) produces no error at all; the metadata request catches both.
-  `_TRANSPORT` is not used: it reports one broker's connection, which a multi-broker cluster survives.
+- Kafka: librdkafka's `error_cb` reports `_ALL_BROKERS_DOWN` (immediate, no traffic needed), and
+  the consumer's metadata request every few seconds, even when idle, confirms that a broker answers
+  (librdkafka never reports that brokers came back, and a stopped broker that keeps its TCP
+  connections open produces no error at all). `_TRANSPORT` is not used: it reports one broker's
+  connection, which a multi-broker cluster survives. (The gateway, which has no consume loop, follows
+  its publisher instead: `services/gateway/publish.py`.)
 - The consumer group: partitions assigned; cleared on revoke and on loss.
 - Dead letters: Kafka did not confirm the last ones (the batch waits); cleared by the next commit.
 """
@@ -17,8 +18,7 @@ from __future__ import annotations
 
 import threading
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError
 
 from services.core.logs import get_logger
 
@@ -67,40 +67,3 @@ class Readiness:
         """librdkafka `error_cb` (called from the client's poll/consume)."""
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.fail(KAFKA, error.str())
-
-
-class BrokerWatch:
-    """For a service with no consume loop of its own (the gateway): a metadata request every
-    `interval_s` on one long-lived admin client (built with `error_cb=readiness.kafka_error`), in a
-    daemon thread."""
-
-    def __init__(self, admin: AdminClient, readiness: Readiness, interval_s: float = 5.0,
-                 timeout_s: float = 2.0) -> None:
-        self.readiness = readiness
-        self.interval_s = interval_s
-        self.timeout_s = timeout_s
-        self._admin = admin
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kafka-watch", daemon=True)
-
-    def start(self) -> BrokerWatch:
-        self._thread.start()
-        return self
-
-    def check(self) -> None:
-        try:
-            self._admin.list_topics(timeout=self.timeout_s)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            self.readiness.fail(KAFKA, error.str() if isinstance(error, KafkaError) else str(exc))
-        else:
-            self.readiness.ok(KAFKA)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.check()
-            self._stop.wait(self.interval_s)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(self.timeout_s + 1)

@@ -1,4 +1,10 @@
-"""Gateway bootstrap: wires the Kafka publisher, the intake service and the MLLP listener."""
+"""Gateway bootstrap: wires the Kafka publisher, the intake service and the MLLP listener.
+
+`/readyz` is 503 while Kafka is unreachable (see `publish.py` for how that is known) or the lab
+registry is not loaded; the gateway itself stays up and answers AE meanwhile (labs send again).
+On SIGTERM/SIGINT it drains: `/readyz` 503, no new connections or requests, what is in flight is
+answered (at most `LABFLOW_GATEWAY_DRAIN_TIMEOUT_S`), the producer is flushed, and it exits 0.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,9 @@ import ssl
 
 from services.core.config import Settings
 from services.core.errors import OperatorError
-from services.core.kafka import admin_client, producer_config
+from services.core.kafka import producer_config
 from services.core.logs import configure_logging, get_logger
 from services.core.ops_http import OpsServer
-from services.core.readiness import KAFKA, BrokerWatch, Readiness
 from services.core.runtime import tune_garbage_collector
 from services.gateway.http_api import HttpServer
 from services.gateway.identity import IdentityProtector
@@ -49,7 +54,9 @@ def build_mllp_server(
         max_message_bytes=settings.mllp_max_message_bytes,
         max_connections=settings.mllp_max_connections,
         idle_timeout_s=settings.mllp_idle_timeout_s,
-        read_timeout_s=settings.mllp_read_timeout_s,
+        frame_timeout_s=settings.mllp_read_timeout_s,
+        first_message_timeout_s=settings.mllp_first_message_timeout_s,
+        max_connections_per_address=settings.mllp_max_connections_per_address,
         ssl_context=mllp_tls_context(settings),
     )
 
@@ -73,26 +80,26 @@ async def serve(settings: Settings, http: bool = False) -> None:
     http_server = HttpServer.for_gateway(settings, server.intake, registry) if registry and http else None
     if http_server is not None:
         http_server.start()
-    kafka = Readiness(KAFKA)  # not ready while no broker answers: nothing could be acknowledged
-    watch = BrokerWatch(admin_client(settings.require_kafka(), error_cb=kafka.kafka_error), kafka).start()
-    ops = OpsServer(
-        settings.mllp_host, settings.gateway_ops_port,
-        ready=lambda: kafka.ready() and (registry is None or registry.loaded),
-    ).start()
     stop = asyncio.Event()
+
+    def ready() -> bool:
+        return not stop.is_set() and publisher.reachable and (registry is None or registry.loaded)
+
+    ops = OpsServer(settings.mllp_host, settings.gateway_ops_port, ready=ready).start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("gateway stopping")
-    await server.close()
+    log.info("gateway draining", timeout_s=settings.gateway_drain_timeout_s)
+    draining = [server.drain(settings.gateway_drain_timeout_s)]
     if http_server is not None:
-        await http_server.stop()
+        draining.append(http_server.stop())
+    await asyncio.gather(*draining)
     if registry is not None:
         await registry.stop()
     ops.stop()
-    watch.stop()
     publisher.close()
+    log.info("gateway stopped")
 
 
 def run_gateway(settings: Settings, http: bool = False) -> None:

@@ -7,15 +7,18 @@ and is kept in PostgreSQL for `GET /v1/submissions/{id}`.
 
 Status codes: 200 the items were processed (each accepted or rejected); 400 the body cannot be read
 (not UTF-8, not JSON, CSV header unusable); 422 JSON that is not a FHIR Bundle, a CSV without rows;
-401 no or wrong token; 403 a disabled lab, or an item sent as another lab; 413 body too large; 503
-Kafka (or the registry) did not confirm: nothing is acknowledged, send it all again (`Retry-After`;
-results are idempotent). A body that cannot be read is still kept on the raw and rejected topics.
+401 no or wrong token; 403 a disabled lab, or an item sent as another lab; 413 body over
+`LABFLOW_HTTP_MAX_BODY_BYTES` (its SHA-256 and size, not the body, go to the rejected topic); 503
+Kafka (or the registry) did not confirm, or the gateway failed unexpectedly: nothing is acknowledged,
+send it all again (`Retry-After`; results are idempotent). Never a 500 (SPEC §9.1). A body that
+cannot be read is still kept on the raw and rejected topics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -48,7 +51,7 @@ from services.gateway.hl7.normalize import (
     normalize_oru,
 )
 from services.gateway.http_docs import add_docs
-from services.gateway.intake import Intake, IntakeOutcome
+from services.gateway.intake import Intake, IntakeOutcome, failure
 from services.gateway.labs import Lab, LabRegistry, RegistryUnavailable
 
 log = get_logger(__name__)
@@ -56,6 +59,24 @@ log = get_logger(__name__)
 RETRY_AFTER_S = 5
 CHUNK = 200
 """Items normalized between two yields to the event loop (MLLP shares it)."""
+HEAD_BYTES = 4096
+"""Kept from an over-limit body: enough for an HL7 header (MSH-4, MSH-10) in its rejection."""
+FAILED_TEXT = (
+    "the gateway failed to process the request (it was logged); nothing is acknowledged, send it again"
+)
+
+
+class _Oversized:
+    """A body over the limit: read to its end (the client sends it anyway) but only hashed."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+        self.size = len(head)
+        self.sha256 = hashlib.sha256(head)
+
+    def update(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self.sha256.update(chunk)
 
 
 class Reason(BaseModel):
@@ -259,8 +280,8 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def internal_error(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("http intake failed", error=type(exc).__name__)
-        return _error(500, "internal", "the gateway failed to process the request; it was logged")
+        log.error("http request failed; answered 503", **failure(exc))
+        return _error(503, "internal", FAILED_TEXT, retry_after_s=RETRY_AFTER_S)
 
     async def authenticate(request: Request) -> Lab | JSONResponse:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -277,17 +298,34 @@ def create_app(
             return _error(403, "lab-disabled", f"lab {lab.lab_id} is disabled in the lab registry")
         return lab
 
-    async def read_body(request: Request) -> bytes | JSONResponse:
-        too_large = _error(413, "too-large", f"the body exceeds {max_body_bytes} bytes; split it")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_body_bytes:
-            return too_large
+    async def read_body(request: Request) -> bytes | _Oversized:
         body = bytearray()
+        oversized: _Oversized | None = None
         async for chunk in request.stream():
+            if oversized is not None:
+                oversized.update(chunk)
+                continue
             body += chunk
             if len(body) > max_body_bytes:
-                return too_large
-        return bytes(body)
+                oversized = _Oversized(bytes(body[:HEAD_BYTES]))
+                oversized.update(bytes(body[HEAD_BYTES:]))
+                body = bytearray()
+        return oversized if oversized is not None else bytes(body)
+
+    async def refuse_oversized(lab: Lab, transport: Transport, body: _Oversized) -> JSONResponse:
+        outcome = await intake.refuse_oversized(
+            transport, body.head, body.size, body.sha256.hexdigest(), max_body_bytes, lab.lab_id
+        )
+        if _transient(outcome):
+            return _error(503, "unavailable", outcome.issues[0].text, retry_after_s=RETRY_AFTER_S)
+        return _error(
+            413,
+            "too-large",
+            f"the body of {body.size} bytes exceeds the {max_body_bytes}-byte limit; split it",
+            limit_bytes=max_body_bytes,
+            size_bytes=body.size,
+            sha256=body.sha256.hexdigest(),
+        )
 
     async def finish(
         submission: _Submission,
@@ -326,10 +364,14 @@ def create_app(
         lab = await authenticate(request)
         if isinstance(lab, JSONResponse):
             return lab
-        body = await read_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        return await process(_Submission(intake, lab, transport), body)
+        try:
+            body = await read_body(request)
+            if isinstance(body, _Oversized):
+                return await refuse_oversized(lab, transport, body)
+            return await process(_Submission(intake, lab, transport), body)
+        except Exception as exc:  # an answer the lab can act on (send again), never a 500
+            log.error("http submission failed; answered 503", lab=lab.lab_id, **failure(exc))
+            return _error(503, "internal", FAILED_TEXT, retry_after_s=RETRY_AFTER_S)
 
     async def process_hl7(submission: _Submission, body: bytes) -> JSONResponse:
         batch = split_batch(body)
@@ -448,11 +490,12 @@ def create_app(
 class HttpServer(uvicorn.Server):
     """uvicorn in the gateway's own event loop; the gateway handles SIGINT/SIGTERM itself."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(self, app: FastAPI, host: str, port: int, drain_timeout_s: float | None = None) -> None:
         super().__init__(
             uvicorn.Config(
                 app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
                 server_header=False,
+                timeout_graceful_shutdown=None if drain_timeout_s is None else max(1, round(drain_timeout_s)),
             )
         )
 
@@ -460,7 +503,7 @@ class HttpServer(uvicorn.Server):
     def for_gateway(cls, settings: Settings, intake: Intake, registry: LabRegistry) -> HttpServer:
         submissions = SubmissionStore(make_engine(settings.require_database()))
         app = create_app(intake, registry, submissions, max_body_bytes=settings.http_max_body_bytes)
-        return cls(app, settings.http_host, settings.http_port)
+        return cls(app, settings.http_host, settings.http_port, settings.gateway_drain_timeout_s)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

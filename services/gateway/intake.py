@@ -3,12 +3,20 @@
 Shared by the MLLP server and the HTTP intake. A payload gets AA only after Kafka confirmed every
 record it produced (the raw copy and each result); a rejected payload is written, raw and with its
 reasons, to the rejected topic before the lab is answered, so nothing is dropped silently.
+
+Every payload gets an answer (SPEC §9.1): Kafka not confirming, or anything failing unexpectedly
+while a payload is handled, is AE (send it again), never an exception for the transport to turn
+into a closed connection. What Kafka cannot carry (a payload over the documented limit, or a record
+over the size limits derived from it in `services/core/limits.py`) is refused with AR, and the
+rejected topic keeps its SHA-256 and size instead of the payload.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,11 +30,12 @@ from services.gateway.hl7.normalize import (
     Issue,
     MessageHeader,
     Normalized,
+    normalize_header,
     normalize_oru,
 )
 from services.gateway.identity import IdentityProtector
 from services.gateway.labs import REGISTRY_UNAVAILABLE, LabRegistry, RegistryUnavailable
-from services.gateway.publish import DeliveryFailed, KafkaPublisher, Record
+from services.gateway.publish import DeliveryFailed, KafkaPublisher, Record, RecordTooLarge
 
 log = get_logger(__name__)
 
@@ -34,6 +43,21 @@ TRANSIENT = Issue.about_message(
     APPLICATION_INTERNAL_ERROR,
     "the result could not be stored durably right now (message bus unavailable); send it again",
 )
+FAILED = Issue.about_message(
+    APPLICATION_INTERNAL_ERROR, "the gateway failed to process this message (it was logged); send it again"
+)
+HEADER_VALUE_BYTES = 256
+"""Raw-record key and headers are cut to this: the record size bound leaves them little room."""
+REASONS_KEPT = 20
+REASON_TEXT_CHARS = 300
+
+
+def failure(exc: BaseException) -> dict[str, str]:
+    """What to log about an unexpected exception: its type and where it was raised, not its message
+    (which may quote the payload, hence identity)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else "?"
+    return {"error": type(exc).__name__, "at": where}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +92,17 @@ class Intake:
     ) -> IntakeOutcome:
         started = time.perf_counter()
         received_at = datetime.now(UTC)
-        normalized = normalize_oru(
-            raw,
-            received_at=received_at,
-            transport=transport,
-            protector=self.protector,
-            authenticated_lab=authenticated_lab,
-        )
+        try:
+            normalized = normalize_oru(
+                raw,
+                received_at=received_at,
+                transport=transport,
+                protector=self.protector,
+                authenticated_lab=authenticated_lab,
+            )
+        except Exception as exc:  # any failure is an AE, never a lost message
+            log.error("message not normalized; lab answered AE", **failure(exc))
+            return IntakeOutcome("AE", None, [FAILED], [], received_at)
         return await self.receive_normalized(raw, transport, normalized, received_at, started)
 
     async def receive_normalized(
@@ -87,14 +115,48 @@ class Intake:
     ) -> IntakeOutcome:
         """Admit and store content normalized by the caller (FHIR, CSV); `raw` is kept as received."""
         started = time.perf_counter() if started is None else started
-        if self.labs is not None and normalized.header is not None and normalized.ack_code != "AR":
-            try:
-                refusal = await self.labs.admission_issue(normalized.header)
-            except RegistryUnavailable:
-                return IntakeOutcome("AE", normalized.header, [REGISTRY_UNAVAILABLE], [], received_at)
-            if refusal is not None:
-                normalized = Normalized(normalized.header, issues=[refusal])
-        outcome = await self._store(raw, transport, received_at, normalized)
+        try:
+            outcome = await self._admit_and_store(raw, transport, normalized, received_at)
+        except Exception as exc:  # any failure is an AE, never a lost message
+            log.error("message not stored; lab answered AE", **failure(exc))
+            outcome = IntakeOutcome("AE", normalized.header, [FAILED], [], received_at)
+        self._record(outcome, transport, started)
+        return outcome
+
+    async def refuse_oversized(
+        self,
+        transport: Transport,
+        head: bytes,
+        size: int,
+        sha256: str,
+        limit: int,
+        authenticated_lab: str | None = None,
+    ) -> IntakeOutcome:
+        """A payload over the documented limit: AR, and its SHA-256 and size (not the payload, which
+        Kafka is not sized to carry) on the rejected topic. AE if even that cannot be written."""
+        started = time.perf_counter()
+        received_at = datetime.now(UTC)
+        header = normalize_header(head)
+        issue = Issue.about_message(
+            APPLICATION_INTERNAL_ERROR, f"message of {size} bytes exceeds the {limit}-byte limit", reject=True
+        )
+        rejection = rejection_for(
+            b"", transport, received_at, "AR", header, [issue], digest=(sha256, size), lab=authenticated_lab
+        )
+        outcome = IntakeOutcome("AR", header, [issue], [], received_at)
+        try:
+            await self.publisher.publish([self._rejection_record(rejection)])
+        except (DeliveryFailed, RecordTooLarge) as exc:
+            metrics.DELIVERY_FAILURES.inc()
+            log.warning("kafka did not confirm; lab answered AE", error=str(exc))
+            outcome = IntakeOutcome("AE", header, [TRANSIENT], [], received_at)
+        except Exception as exc:
+            log.error("rejection not stored; lab answered AE", **failure(exc))
+            outcome = IntakeOutcome("AE", header, [FAILED], [], received_at)
+        self._record(outcome, transport, started)
+        return outcome
+
+    def _record(self, outcome: IntakeOutcome, transport: Transport, started: float) -> None:
         lab = outcome.header.sending_facility if outcome.header else "unknown"
         metrics.MESSAGES.labels(lab, transport.value, outcome.ack_code).inc()
         metrics.ACK_LATENCY.labels(transport.value).observe(time.perf_counter() - started)
@@ -107,7 +169,18 @@ class Intake:
             transport=transport.value,
             errors=[f"{i.segment}-{i.field}:{i.code}" for i in outcome.issues][:5],
         )
-        return outcome
+
+    async def _admit_and_store(
+        self, raw: bytes, transport: Transport, normalized: Normalized, received_at: datetime
+    ) -> IntakeOutcome:
+        if self.labs is not None and normalized.header is not None and normalized.ack_code != "AR":
+            try:
+                refusal = await self.labs.admission_issue(normalized.header)
+            except RegistryUnavailable:
+                return IntakeOutcome("AE", normalized.header, [REGISTRY_UNAVAILABLE], [], received_at)
+            if refusal is not None:
+                normalized = Normalized(normalized.header, issues=[refusal])
+        return await self._store(raw, transport, received_at, normalized)
 
     async def _store(
         self, raw: bytes, transport: Transport, received_at: datetime, normalized: Normalized
@@ -123,10 +196,18 @@ class Intake:
                 for r in normalized.results
             ]
         else:
-            records.append(self._rejection_record(raw, transport, received_at, normalized))
+            records.append(
+                self._rejection_record(
+                    rejection_for(raw, transport, received_at, code, header, normalized.issues)
+                )
+            )
         try:
-            await self.publisher.publish(records)
-        except DeliveryFailed as exc:
+            try:
+                await self.publisher.publish(records)
+            except RecordTooLarge as exc:
+                code, normalized = "AR", self._too_large(normalized, exc)
+                await self.publisher.publish(self._refusal_records(raw, transport, received_at, normalized))
+        except (DeliveryFailed, RecordTooLarge) as exc:
             metrics.DELIVERY_FAILURES.inc()
             log.warning(
                 "kafka did not confirm; lab answered AE", lab=lab, control_id=control_id, error=str(exc)
@@ -137,22 +218,53 @@ class Intake:
         results = normalized.results if code == "AA" else []
         return IntakeOutcome(code, header, normalized.issues, results, received_at)
 
+    @staticmethod
+    def _too_large(normalized: Normalized, exc: RecordTooLarge) -> Normalized:
+        issue = Issue.about_message(
+            APPLICATION_INTERNAL_ERROR,
+            f"this message makes a record of {exc.size} bytes, over the {exc.limit}-byte limit of the "
+            "message bus; send it in smaller messages",
+            reject=True,
+        )
+        return Normalized(normalized.header, issues=[issue, *normalized.issues])
+
+    def _refusal_records(
+        self, raw: bytes, transport: Transport, received_at: datetime, normalized: Normalized
+    ) -> list[Record]:
+        """What Kafka cannot carry whole: the raw copy if it fits, and a rejection that keeps the
+        payload if it fits, else its SHA-256 with the first reasons."""
+        header = normalized.header
+        raw_record = self._raw_record(
+            raw, transport, received_at, header.sending_facility if header else None,
+            header.control_id if header else None,
+        )
+        records = [raw_record] if self.publisher.fits(raw_record) else []
+        whole = self._rejection_record(
+            rejection_for(raw, transport, received_at, "AR", header, normalized.issues)
+        )
+        if self.publisher.fits(whole):
+            return [*records, whole]
+        issues = [
+            Issue(i.segment, i.sequence, i.field, i.component, i.code, i.severity, i.text[:REASON_TEXT_CHARS])
+            for i in normalized.issues[:REASONS_KEPT]
+        ]
+        digest = (hashlib.sha256(raw).hexdigest(), len(raw))
+        brief = rejection_for(b"", transport, received_at, "AR", header, issues, digest=digest)
+        return [*records, self._rejection_record(brief)]
+
     def _raw_record(
         self, raw: bytes, transport: Transport, received_at: datetime, lab: str | None, control_id: str | None
     ) -> Record:
+        lab_bytes = (lab or "").encode()[:HEADER_VALUE_BYTES]
         headers = [
             ("transport", transport.value.encode()),
             ("received_at", received_at.isoformat().encode()),
-            ("lab", (lab or "").encode()),
-            ("control_id", (control_id or "").encode()),
+            ("lab", lab_bytes),
+            ("control_id", (control_id or "").encode()[:HEADER_VALUE_BYTES]),
         ]
-        return Record(self.topics.raw, raw, lab.encode() if lab else None, headers)
+        return Record(self.topics.raw, raw, lab_bytes or None, headers)
 
-    def _rejection_record(
-        self, raw: bytes, transport: Transport, received_at: datetime, normalized: Normalized
-    ) -> Record:
-        header = normalized.header
-        rejection = rejection_for(raw, transport, received_at, normalized.ack_code, header, normalized.issues)
+    def _rejection_record(self, rejection: Rejection) -> Record:
         return Record(
             self.topics.rejected, rejection.model_dump_json().encode(), rejection.rejection_id.encode()
         )
@@ -165,12 +277,17 @@ def rejection_for(
     ack_code: str,
     header: MessageHeader | None,
     issues: list[Issue],
+    *,
+    digest: tuple[str, int] | None = None,
+    lab: str | None = None,
 ) -> Rejection:
+    """`digest` (SHA-256 hex, size) stands for a payload not kept; `lab` when the header names none."""
+    sha256, size = digest if digest is not None else (hashlib.sha256(raw).hexdigest(), len(raw))
     return Rejection(
-        rejection_id=Rejection.id_for(raw, received_at.isoformat()),
+        rejection_id=Rejection.id_for(sha256.encode() if digest else raw, received_at.isoformat()),
         stage="gateway",
         ack_code="AR" if ack_code == "AR" else "AE",
-        lab=header.sending_facility if header else None,
+        lab=header.sending_facility if header else lab,
         transport=transport,
         message_control_id=header.control_id if header else None,
         received_at=received_at,
@@ -187,4 +304,6 @@ def rejection_for(
             for i in issues
         ],
         payload_base64=base64.b64encode(raw).decode(),
+        payload_sha256=sha256,
+        payload_size=size,
     )

@@ -16,3 +16,10 @@ DELIVERY_FAILURES = Counter(
 )
 CONNECTIONS = Gauge("labflow_gateway_mllp_connections", "Open MLLP connections")
 STRAY_BYTES = Counter("labflow_gateway_mllp_stray_bytes_total", "Bytes received outside an MLLP frame")
+KAFKA_REACHABLE = Gauge(
+    "labflow_gateway_kafka_reachable", "1 while Kafka answers the gateway's producer, else 0"
+)
+CONNECTIONS_CLOSED = Counter(
+    "labflow_gateway_mllp_connections_closed_total",
+    "MLLP connections refused (caps, drain) or closed by a deadline, by reason", ["reason"],
+)

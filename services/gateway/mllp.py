@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 START = b"\x0b"
@@ -15,10 +16,12 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class OversizedFrame:
-    """A frame over the size limit; `head` keeps its start so the ACK can still echo MSH-10."""
+    """A frame over the size limit; `head` keeps its start so the ACK can still echo MSH-10, and
+    `sha256` (hex) identifies the whole payload, which is not kept."""
 
     size: int
     head: bytes
+    sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +48,18 @@ class FrameDecoder:
         self._pending_fs = False  # the read ended on 0x1C: the next byte may close the frame
         self._oversized_head: bytes | None = None
         self._oversized_size = 0
+        self._oversized_hash = hashlib.sha256()
 
     @property
     def mid_frame(self) -> bool:
         return self._in_frame
+
+    @property
+    def frame_prefix(self) -> bytes:
+        """The first bytes (at most 3) of the frame being received: `MSH` for an HL7 message."""
+        if self._oversized_head is not None:
+            return self._oversized_head[:3]
+        return bytes(self._buffer[:3])
 
     def feed(self, data: bytes) -> list[Event]:
         events: list[Event] = []
@@ -88,17 +99,21 @@ class FrameDecoder:
     def _append(self, chunk: bytes) -> None:
         if self._oversized_head is not None:
             self._oversized_size += len(chunk)
+            self._oversized_hash.update(chunk)
             return
         self._buffer += chunk
         if len(self._buffer) > self.max_message_bytes:
             self._oversized_head = bytes(self._buffer[: self.HEAD_BYTES])
             self._oversized_size = len(self._buffer)
+            self._oversized_hash = hashlib.sha256(self._buffer)
             self._buffer.clear()
 
     def _finish(self) -> Event:
         self._in_frame = False
         if self._oversized_head is not None:
-            event: Event = OversizedFrame(self._oversized_size, self._oversized_head)
+            event: Event = OversizedFrame(
+                self._oversized_size, self._oversized_head, self._oversized_hash.hexdigest()
+            )
             self._oversized_head = None
             self._oversized_size = 0
             return event

@@ -1,14 +1,36 @@
-"""Kafka producer for asyncio: a write counts only once the broker confirmed it (`acks=all`)."""
+"""Kafka producer for asyncio: a write counts only once the broker confirmed it (`acks=all`).
+
+Two things besides: a record larger than the producer's `message.max.bytes` is refused before any
+record of its batch is produced (`RecordTooLarge`: the caller refuses the payload, it is not worth a
+retry), and the publisher knows whether Kafka is reachable, for `/readyz`:
+
+- not reachable until the first metadata answer (a gateway started while Kafka is down is not ready);
+- unreachable on librdkafka's `_ALL_BROKERS_DOWN` (reported through `error_cb` as soon as the last
+  broker connection drops or a reconnection fails, without waiting for a delivery to time out);
+- reachable again on a successful delivery (proof without extra traffic) or on a metadata request,
+  which the delivery thread makes every `PROBE_INTERVAL_S` while Kafka is unreachable, so readiness
+  comes back by itself even when no lab is sending.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from services.core.logs import get_logger
+from services.core.readiness import HINTS, KAFKA
+from services.gateway import metrics
+
+log = get_logger(__name__)
+
+PROBE_INTERVAL_S = 2.0
+DEFAULT_MAX_RECORD_BYTES = 1_000_000  # librdkafka's `message.max.bytes` default
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,9 +40,23 @@ class Record:
     key: bytes | None = None
     headers: Sequence[tuple[str, str | bytes | None]] = ()
 
+    def size(self) -> int:
+        """As librdkafka counts it against `message.max.bytes`, with room for header framing."""
+        headers = sum(len(name) + len(value or b"") + 16 for name, value in self.headers)
+        return len(self.value) + len(self.key or b"") + headers
+
 
 class DeliveryFailed(Exception):
     """Kafka did not confirm the write in time: the lab must not get an AA."""
+
+
+class RecordTooLarge(Exception):
+    """A record exceeds what Kafka is configured to carry: nothing of the batch was produced."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"a record of {size} bytes exceeds the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
 
 
 class _Pending:
@@ -40,30 +76,71 @@ class KafkaPublisher:
     not once per record: a wake-up of the loop per record costs more than the record itself."""
 
     def __init__(self, config: dict[str, object]) -> None:
-        self._producer = Producer(config)
+        self.max_record_bytes = int(str(config.get("message.max.bytes", DEFAULT_MAX_RECORD_BYTES)))
+        self._reachable = False
+        self._producer = Producer({**config, "error_cb": self._on_error})
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: list[_Pending] = []
         self._poller = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
         self._poller.start()
 
+    @property
+    def reachable(self) -> bool:
+        """Whether Kafka answered since it was last seen down (see the module docstring)."""
+        return self._reachable
+
+    def _set_reachable(self, reachable: bool) -> None:
+        if reachable != self._reachable:
+            self._reachable = reachable
+            metrics.KAFKA_REACHABLE.set(1 if reachable else 0)
+            if reachable:
+                log.warning("kafka reachable")
+            else:
+                log.warning("kafka unreachable: messages get AE until a broker answers", hint=HINTS[KAFKA])
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._set_reachable(False)
+
     def _poll(self) -> None:
+        next_probe = 0.0
         while not self._stop.is_set():
             self._producer.poll(0.05)
             if self._done and self._loop is not None:
                 done, self._done = self._done, []
                 self._loop.call_soon_threadsafe(_settle, done)
+            if not self._reachable and time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + PROBE_INTERVAL_S
+                self._probe()
+
+    def _probe(self) -> None:
+        try:
+            self._producer.list_topics(timeout=1.0)
+        except KafkaException:
+            return
+        self._set_reachable(True)
 
     def _delivered(self, pending: _Pending, err: KafkaError | None, _msg: Message) -> None:
         pending.remaining -= 1
-        if err is not None and pending.error is None:
+        if err is None:
+            if not self._reachable:
+                self._set_reachable(True)
+        elif pending.error is None:
             pending.error = err.str()
         if not pending.reported and (pending.remaining == 0 or pending.error is not None):
             pending.reported = True
             self._done.append(pending)
 
+    def fits(self, record: Record) -> bool:
+        return record.size() <= self.max_record_bytes
+
     async def publish(self, records: Sequence[Record]) -> None:
-        """Write all records and wait until every one is confirmed; raise DeliveryFailed otherwise."""
+        """Write all records and wait until every one is confirmed; raise DeliveryFailed otherwise,
+        or RecordTooLarge (before producing any) when one of them is over the size limit."""
+        for record in records:
+            if not self.fits(record):
+                raise RecordTooLarge(record.size(), self.max_record_bytes)
         loop = self._loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), len(records))
         on_delivery = partial(self._delivered, pending)
@@ -80,6 +157,12 @@ class KafkaPublisher:
                     break
                 except BufferError:  # local queue full: let deliveries drain
                     await asyncio.sleep(0.01)
+                except KafkaException as exc:
+                    pending.reported = True  # records already produced settle nothing
+                    error: KafkaError = exc.args[0]
+                    if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                        raise RecordTooLarge(record.size(), self.max_record_bytes) from exc
+                    raise DeliveryFailed(error.str()) from exc
         await pending.future
 
     def flush(self, timeout_s: float = 10.0) -> int:

@@ -75,6 +75,8 @@ async def replay(settings: Settings, intake: Intake, publisher: KafkaPublisher, 
             [Record(rejection.source_topic or settings.topics.results, rejection.payload)]
         )
         return "requeued"
+    if not rejection.payload_kept:
+        return "not replayable: the payload was over the size limit, only its SHA-256 was kept"
     transport = rejection.transport or Transport.MLLP
     if transport not in REPLAYABLE:
         # FHIR and CSV items are tied to the lab's HTTP submission: the lab (or an operator with its

@@ -64,6 +64,12 @@ def show(
     for reason in rejection.reasons:
         location = "^".join(str(x) for x in (reason.segment, reason.sequence, reason.field) if x is not None)
         typer.echo(f"  [{reason.severity}] {location or '-'} code {reason.code}: {reason.text}")
+    if not rejection.payload_kept:
+        typer.echo(
+            f"  payload not kept (over the size limit): {rejection.payload_size} bytes, "
+            f"SHA-256 {rejection.payload_sha256}, transport {rejection.transport or '-'}"
+        )
+        return
     typer.echo(f"  payload: {len(rejection.payload)} bytes, transport {rejection.transport or '-'}")
     if payload:
         typer.echo(rejection.payload.decode("utf-8", errors="replace").replace("\r", "\n"))

@@ -307,22 +307,3 @@ def test_error_texts_mask_quoted_values() -> None:
     text = describe(psycopg.DataError('invalid input syntax for type date: "DUPONT"'))
     assert "DUPONT" not in text and text.startswith("DataError")
     assert json.dumps(text)
-
-
-def test_the_gateway_broker_watch_follows_kafka() -> None:
-    from services.core.readiness import BrokerWatch
-
-    class FakeAdmin:
-        up = False
-
-        def list_topics(self, timeout: float) -> None:
-            if not self.up:
-                raise KafkaException(KafkaError(KafkaError._TRANSPORT, "connection refused"))
-
-    admin, readiness = FakeAdmin(), Readiness(KAFKA)
-    watch = BrokerWatch(admin, readiness)  # type: ignore[arg-type]
-    watch.check()
-    assert not readiness.ready() and "connection refused" in (readiness.reason() or "")
-    admin.up = True
-    watch.check()
-    assert readiness.ready()

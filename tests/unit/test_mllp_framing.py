@@ -1,3 +1,5 @@
+import hashlib
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,7 +19,32 @@ def test_bytes_outside_frames_are_reported_not_delivered() -> None:
 def test_oversized_frame_is_reported_with_its_head_and_the_next_frame_still_decodes() -> None:
     decoder = FrameDecoder(10)
     events = decoder.feed(frame(b"MSH|" + b"x" * 50) + frame(b"MSH|ok"))
-    assert events == [OversizedFrame(54, b"MSH|" + b"x" * 50), Frame(b"MSH|ok")]
+    payload = b"MSH|" + b"x" * 50
+    assert events == [OversizedFrame(54, payload, hashlib.sha256(payload).hexdigest()), Frame(b"MSH|ok")]
+
+
+@given(cuts=st.lists(st.integers(min_value=1, max_value=299), max_size=10))
+def test_an_oversized_frame_is_identified_by_the_sha256_of_all_its_bytes(cuts: list[int]) -> None:
+    """The payload is not kept, its digest is: whatever the reads, it is the digest of every byte."""
+    payload = b"MSH|" + bytes(range(1, 256)).replace(b"\x0b", b"").replace(b"\x1c", b"") + b"\x1c." * 10
+    stream = frame(payload)
+    decoder = FrameDecoder(100)
+    events = []
+    previous = 0
+    for cut in [*sorted(set(cuts)), len(stream)]:
+        events += decoder.feed(stream[previous:cut])
+        previous = max(previous, cut)
+    [event] = events
+    assert isinstance(event, OversizedFrame) and payload.startswith(event.head)
+    assert (event.size, event.sha256) == (len(payload), hashlib.sha256(payload).hexdigest())
+
+
+def test_frame_prefix_tells_an_hl7_message_from_other_bytes() -> None:
+    decoder = FrameDecoder(1024)
+    decoder.feed(START + b"MS")
+    assert decoder.frame_prefix == b"MS"
+    decoder.feed(b"H|^~")
+    assert decoder.frame_prefix == b"MSH"
 
 
 def test_end_marker_split_across_reads() -> None:

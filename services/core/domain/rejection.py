@@ -37,10 +37,18 @@ class Rejection(BaseModel):
     message_control_id: str | None = None
     received_at: AwareDatetime
     reasons: list[RejectionReason]
-    payload_base64: str = Field(description="The payload exactly as received")
+    payload_base64: str = Field(
+        default="", description="The payload exactly as received; empty when it was over the size limit"
+    )
+    payload_sha256: str | None = Field(default=None, description="SHA-256 (hex) of the whole payload")
+    payload_size: int | None = Field(default=None, description="Size of the whole payload in bytes")
     source_topic: str | None = Field(default=None, description="For consumer dead letters: where it was read")
     source_partition: int | None = None
     source_offset: int | None = None
+
+    @property
+    def payload_kept(self) -> bool:
+        return bool(self.payload_base64) or not self.payload_size
 
     @property
     def payload(self) -> bytes:
