@@ -165,6 +165,11 @@ class Settings(BaseSettings):
         url: str | None = getattr(self, f"{client}_database_url")
         return url or self.require_database()
 
+    def with_owner_database(self, url: str) -> Settings:
+        """These settings on another database, every client connecting as its owner (scratch databases)."""
+        clients = {f"{client}_database_url": url for client in DATABASE_CLIENTS}
+        return self.model_copy(update={"database_url": url, **clients})
+
 
 def load_settings(**overrides: object) -> Settings:
     """Environment first, then `<state dir>/labflow.env` written by the local stack."""

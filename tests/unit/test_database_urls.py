@@ -22,6 +22,12 @@ def test_a_client_without_its_own_url_uses_the_owner_url(monkeypatch: pytest.Mon
     assert {settings.database_url_for(c) for c in DATABASE_CLIENTS if c != "worker"} == {OWNER}
 
 
+def test_a_scratch_database_is_used_by_every_client_as_its_owner() -> None:
+    settings = Settings(database_url=OWNER, worker_database_url="postgresql://worker:w@db/labflow")
+    scratch = settings.with_owner_database(OWNER.replace("/labflow", "/bench"))
+    assert {scratch.database_url_for(c) for c in DATABASE_CLIENTS} == {scratch.database_url}
+
+
 def test_credentials_survive_characters_that_urls_reserve() -> None:
     url = with_credentials(OWNER, "labflow_gateway_login", "p@ss:w/rd%")
     assert url.startswith("postgresql://labflow_gateway_login:") and url.endswith("@127.0.0.1:15432/labflow")
