@@ -1,14 +1,15 @@
 """one PostgreSQL role per service, with only the grants it needs (SPEC §8 least privilege)
 
 The roles are NOLOGIN group roles: they hold the grants, they never hold a password. What logs in is
-a LOGIN role made a member of one of them, by `labflow db upgrade` from the `LABFLOW_<CLIENT>_DATABASE_URL`
-settings (services/core/db/roles.py) or by the platform. So neither this file nor the database history
-ever carries a secret, and several databases in one cluster (one per test) share the roles while each
-database holds its own grants.
+a LOGIN role made a member of one of them, by `labflow db upgrade` from the
+`LABFLOW_<CLIENT>_DATABASE_URL` settings (services/core/db/roles.py) or by the platform. So neither
+this file nor the database history ever carries a secret, and several databases in one cluster (one
+per test) share the roles while each database holds its own grants.
 
-Roles are cluster-wide: each is created only when missing, tolerating a concurrent migration of another
-database creating it at the same instant. The downgrade revokes this database's grants and leaves the
-roles, which other databases of the cluster may still use.
+Roles are cluster-wide: each is created only when missing (so the migrating role needs CREATEROLE only
+when one is missing), tolerating a concurrent migration of another database creating it at the same
+instant. The downgrade revokes this database's grants and leaves the roles, which other databases of
+the cluster may still use.
 
 No default privileges: a table added later is reachable by no service until its migration grants it
 (tests/integration/test_db_roles.py fails on a table missing from the policy), so a reader never gains a
@@ -74,9 +75,12 @@ def _on_database(statement: str) -> None:
 
 
 def upgrade() -> None:
+    # a role created beforehand (by the platform) needs no CREATEROLE here; a concurrent creation waits
+    # for ours, then fails unique: either way the role is there
     for role in GRANTS:
         op.execute(
-            f"DO $$ BEGIN CREATE ROLE {role} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION; "
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
+            f"CREATE ROLE {role} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION; END IF; "
             "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
         )
     # nobody but the granted roles (and the owner) connects, creates objects or temporary tables
