@@ -7,6 +7,8 @@ touch it fails here. The e2e tests then run every service with its own role (tes
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 import pytest
 from alembic import command
@@ -14,7 +16,7 @@ from alembic import command
 from services.core.config import DATABASE_CLIENTS, DatabaseClient, Settings
 from services.core.db.engine import libpq_url, make_engine
 from services.core.db.migrate import alembic_config, upgrade
-from services.core.db.roles import GROUP_ROLES, credentials
+from services.core.db.roles import GROUP_ROLES, credentials, sync_login_roles, with_credentials
 from services.dashboard.queries import refresh_rollups
 
 pytestmark = pytest.mark.integration
@@ -213,3 +215,28 @@ def test_the_migration_runs_again_and_back_on_a_cluster_that_has_the_roles(fresh
     assert granted_privileges(fresh_settings) == expected_privileges()
     with psycopg.connect(libpq_url(fresh_settings.database_url_for("gateway"))) as conn:
         assert conn.execute("SELECT count(*) FROM labs").fetchone() == (0,)
+
+
+def test_a_client_url_naming_a_privileged_role_is_refused_and_the_role_left_alone(
+    fresh_settings: Settings,
+) -> None:
+    owner = libpq_url(fresh_settings.require_database())
+    admin = f"labflow_admin_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {admin} LOGIN CREATEDB")
+    try:
+        wrong = fresh_settings.model_copy(
+            update={"worker_database_url": with_credentials(fresh_settings.require_database(), admin, "x")}
+        )
+        with pytest.raises(RuntimeError, match="privileged"):
+            sync_login_roles(wrong)
+        with psycopg.connect(owner) as conn:
+            kept = conn.execute("SELECT rolcreatedb FROM pg_roles WHERE rolname = %s", (admin,)).fetchone()
+            member = conn.execute(
+                "SELECT 1 FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s",
+                (admin,),
+            ).fetchone()
+        assert kept == (True,) and member is None
+    finally:
+        with psycopg.connect(owner, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {admin}")

@@ -47,7 +47,14 @@ def ensure_login_role(conn: psycopg.Connection[Any], login: str, password: str |
     if password is not None:
         verifier = conn.pgconn.encrypt_password(password.encode(), login.encode(), b"scram-sha-256")
         attributes = sql.SQL("{} PASSWORD {}").format(attributes, sql.Literal(verifier.decode()))
-    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
+    exists = conn.execute(
+        "SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls "
+        "FROM pg_roles WHERE rolname = %s",
+        (login,),
+    ).fetchone()
+    if exists and exists[0]:
+        # a URL naming an administrator by mistake must not strip its attributes, nor run a service as it
+        raise RuntimeError(f"the database role {login} is privileged: a service must not log in as it")
     verb = sql.SQL("ALTER ROLE" if exists else "CREATE ROLE")
     conn.execute(sql.SQL("{} {} WITH {}").format(verb, sql.Identifier(login), attributes))
     conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(login)))
