@@ -130,8 +130,8 @@ def main() -> None:
                 conn.execute(f"VACUUM ANALYZE {view}")
         print(f"rollups refreshed (CONCURRENTLY) in {refresh_s:.1f} s")
 
-        settings = base.model_copy(
-            update={"database_url": database_url, "dashboard_tokens": SecretStr(TOKEN)}
+        settings = base.with_owner_database(database_url).model_copy(
+            update={"dashboard_tokens": SecretStr(TOKEN)}
         )
         client = TestClient(build_app(settings, engine, clock=lambda: datetime.combine(
             last, datetime.min.time(), tzinfo=UTC) + timedelta(hours=15)))

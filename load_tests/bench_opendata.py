@@ -86,7 +86,8 @@ def main() -> None:
         print(f"filled aggregates: {aggregate_rows:,} rows by COPY in {fill_s:.1f} s")
 
         with tempfile.TemporaryDirectory() as folder:
-            settings = base.model_copy(update={"database_url": database_url, "opendata_dir": Path(folder)})
+            settings = base.with_owner_database(database_url)
+            settings = settings.model_copy(update={"opendata_dir": Path(folder)})
             now = datetime.now(UTC)
             started = time.perf_counter()
             publication = export(settings, now)

@@ -66,11 +66,16 @@ def stack_status() -> None:
 
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
-    """Apply the migrations up to REVISION."""
+    """Apply the migrations up to REVISION (as the owner), then create or update the login role of every
+    client whose LABFLOW_<CLIENT>_DATABASE_URL is set."""
     from services.core.db.migrate import upgrade
+    from services.core.db.roles import GROUP_ROLES, sync_login_roles
 
-    upgrade(load_settings().require_database(), revision)
+    settings = load_settings()
+    upgrade(settings.require_database(), revision)
     typer.echo(f"database at {revision}")
+    for client, login in sync_login_roles(settings).items():
+        typer.echo(f"{client}: login role {login} (member of {GROUP_ROLES[client]})")
 
 
 @topics_app.command("create")
@@ -99,7 +104,7 @@ def purge(
 
     settings = load_settings()
     limit = settings.nominative_retention_days if days is None else days
-    for table, rows in purge_nominative(libpq_url(settings.require_database()), limit).items():
+    for table, rows in purge_nominative(libpq_url(settings.database_url_for("purge")), limit).items():
         typer.echo(f"{table}: {rows} identities older than {limit} days removed")
 
 

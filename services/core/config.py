@@ -2,6 +2,11 @@
 
 `labflow stack up` writes the connection settings and generated local secrets to
 `<state dir>/labflow.env`; real environment variables always win over that file.
+
+Database access is least privilege (SPEC §8): each service, and each operator command that writes,
+connects with its own URL (`LABFLOW_<CLIENT>_DATABASE_URL`, a login role member of the group role
+the migrations grant, see `services/core/db/roles.py`). `LABFLOW_DATABASE_URL` is the migrations'
+(owner) URL and the fallback of any client URL left unset, so one URL still runs everything.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import os
 from datetime import time
 from functools import cached_property
 from pathlib import Path
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +24,11 @@ from services.core.errors import OperatorError
 
 ENV_FILE_NAME = "labflow.env"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+DatabaseClient = Literal["gateway", "worker", "tracing", "opendata", "dashboard", "labs", "purge"]
+"""Who connects to PostgreSQL: the five services, `labflow labs` and `labflow purge`."""
+DATABASE_CLIENTS: tuple[DatabaseClient, ...] = get_args(DatabaseClient)
 
 
 class Topics:
@@ -44,7 +55,14 @@ class Settings(BaseSettings):
 
     # infrastructure: when both are set, `labflow stack up` starts nothing
     kafka_bootstrap: str | None = None
-    database_url: str | None = None
+    database_url: str | None = Field(default=None, description="Migrations (owner); fallback of the below")
+    gateway_database_url: str | None = Field(default=None, description="Role labflow_gateway")
+    worker_database_url: str | None = Field(default=None, description="Role labflow_worker")
+    tracing_database_url: str | None = Field(default=None, description="Role labflow_tracing")
+    opendata_database_url: str | None = Field(default=None, description="Role labflow_opendata")
+    dashboard_database_url: str | None = Field(default=None, description="Role labflow_dashboard")
+    labs_database_url: str | None = Field(default=None, description="Role labflow_labs (`labflow labs`)")
+    purge_database_url: str | None = Field(default=None, description="Role labflow_purge (`labflow purge`)")
     topic_prefix: str = ""
     topic_partitions: int = 12
     topic_replication: int = 1
@@ -150,6 +168,16 @@ class Settings(BaseSettings):
         if not self.database_url:
             raise OperatorError("LABFLOW_DATABASE_URL is not set: run `labflow stack up` or set it")
         return self.database_url
+
+    def database_url_for(self, client: DatabaseClient) -> str:
+        """The URL `client` connects with: its own role's, else `LABFLOW_DATABASE_URL`."""
+        url: str | None = getattr(self, f"{client}_database_url")
+        return url or self.require_database()
+
+    def with_owner_database(self, url: str) -> Settings:
+        """These settings on another database, every client connecting as its owner (scratch databases)."""
+        clients = {f"{client}_database_url": url for client in DATABASE_CLIENTS}
+        return self.model_copy(update={"database_url": url, **clients})
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -93,7 +93,7 @@ def build_app(
     ready: Callable[[], bool] = lambda: True,
 ) -> FastAPI:
     auth = Authenticator(settings)
-    engine = engine or make_engine(settings.require_database(), pool_size=8)
+    engine = engine or make_engine(settings.database_url_for("dashboard"), pool_size=8)
     geography, region_names = load_geography(settings.reference_dir)
     app = FastAPI(title="LabFlow dashboard", docs_url=None, redoc_url=None)
 
@@ -146,7 +146,7 @@ def build_app(
 
 def run_service(settings: Settings) -> None:
     configure_logging("dashboard", settings.log_level)
-    engine = make_engine(settings.require_database(), pool_size=8)
+    engine = make_engine(settings.database_url_for("dashboard"), pool_size=8)
     refresher = RollupRefresher(engine, settings.dashboard_rollup_refresh_s, lambda: datetime.now(UTC))
     thread = threading.Thread(target=refresher.run, name="dashboard-rollups", daemon=True)
     app = build_app(settings, engine, ready=lambda: refresher.refreshed_at is not None)

@@ -25,5 +25,5 @@ def refresh() -> None:
     from services.core.db.engine import make_engine
     from services.dashboard.queries import refresh_rollups
 
-    done = refresh_rollups(make_engine(load_settings().require_database()))
+    done = refresh_rollups(make_engine(load_settings().database_url_for("dashboard")))
     typer.echo("rollups refreshed" if done else "another dashboard is refreshing them")

@@ -81,7 +81,6 @@ WITH RECURSIVE labs(lab) AS (
 SELECT lab, (SELECT max(d.day) FROM lab_daily d WHERE d.lab = labs.lab AND d.day <= %(until)s)
 FROM labs WHERE lab IS NOT NULL
 """
-ROLLUPS = ("dashboard_region_daily", "dashboard_national_daily")
 _REFRESH_LOCK = 0x1AB_F10_DA5  # advisory lock: one refresh at a time across dashboard replicas
 
 
@@ -344,8 +343,8 @@ def refresh_rollups(engine: Engine) -> bool:
         if not locked or not locked[0]:
             return False
         try:
-            for view in ROLLUPS:
-                conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}")
+            # REFRESH needs the views' owner; the dashboard's role may only run this (migration 0007)
+            conn.execute("SELECT dashboard_refresh_rollups()")
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_REFRESH_LOCK,))
             conn.autocommit = False

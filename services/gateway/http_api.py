@@ -501,7 +501,7 @@ class HttpServer(uvicorn.Server):
 
     @classmethod
     def for_gateway(cls, settings: Settings, intake: Intake, registry: LabRegistry) -> HttpServer:
-        submissions = SubmissionStore(make_engine(settings.require_database()))
+        submissions = SubmissionStore(make_engine(settings.database_url_for("gateway")))
         app = create_app(intake, registry, submissions, max_body_bytes=settings.http_max_body_bytes)
         return cls(app, settings.http_host, settings.http_port, settings.gateway_drain_timeout_s)
 

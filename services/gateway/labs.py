@@ -183,7 +183,7 @@ class Authentication:
 
 
 def registry_for(settings: Settings) -> LabRegistry:
-    directory = LabDirectory(make_engine(settings.require_database()))
+    directory = LabDirectory(make_engine(settings.database_url_for("gateway")))
     return LabRegistry(directory.all, refresh_s=settings.lab_registry_refresh_s)
 
 

@@ -16,7 +16,7 @@ app = typer.Typer(
 
 
 def _directory() -> LabDirectory:
-    return LabDirectory(make_engine(load_settings().require_database()))
+    return LabDirectory(make_engine(load_settings().database_url_for("labs")))
 
 
 @app.command("add")

@@ -52,7 +52,7 @@ def read_history(database_url: str, geography: Geography, publication_day: date)
 def export(settings: Settings, now: datetime) -> Publication:
     """Read, compute and publish every file into the publication folder."""
     geography, _regions = load_geography(settings.reference_dir)
-    history = read_history(settings.require_database(), geography, now.astimezone(PARIS).date())
+    history = read_history(settings.database_url_for("opendata"), geography, now.astimezone(PARIS).date())
     return publish(
         settings.opendata_path,
         history,

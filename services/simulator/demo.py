@@ -161,6 +161,7 @@ async def _run_lab(
         await client.close()
 
 
+# The demo's checks read across services' tables (results, cases, deliveries): as the owner, like a test.
 def count_stored(settings: Settings, keys: set[tuple[str, str]]) -> int:
     specimens = sorted({s for s, _ in keys})
     with psycopg.connect(libpq_url(settings.require_database())) as conn:
@@ -190,7 +191,7 @@ def publish_open_data(settings: Settings) -> list[str]:
 
 def register_labs(settings: Settings, lab_ids: list[str]) -> None:
     """Register the demo labs in the lab registry (as an operator would), if not yet there."""
-    engine = make_engine(settings.require_database())
+    engine = make_engine(settings.database_url_for("labs"))
     try:
         directory = LabDirectory(engine)
         known = {lab.lab_id for lab in directory.all()}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from nacl.public import PrivateKey
 
-from services.core.config import ENV_FILE_NAME, Settings
+from services.core.config import DATABASE_CLIENTS, ENV_FILE_NAME, Settings
 from services.core.errors import OperatorError
 from services.core.kafka import broker_answers
 from services.stack.kafka import LocalKafka
@@ -25,7 +25,23 @@ class StackInfo:
     env_file: str
 
 
-def _write_env(settings: Settings, values: dict[str, str]) -> str:
+def _client_database_urls(current: dict[str, str], database_url: str) -> dict[str, str]:
+    """One login role per database client on the local server; its password generated once, kept.
+
+    `labflow db upgrade` creates the roles with these passwords (services/core/db/roles.py).
+    """
+    from services.core.db.roles import GROUP_ROLES, credentials, with_credentials
+
+    urls = {}
+    for client in DATABASE_CLIENTS:
+        key = f"LABFLOW_{client.upper()}_DATABASE_URL"
+        _, password = credentials(current[key]) if key in current else (None, None)
+        login = f"{GROUP_ROLES[client]}_login"
+        urls[key] = with_credentials(database_url, login, password or secrets.token_hex(24))
+    return urls
+
+
+def _write_env(settings: Settings, values: dict[str, str], local_database: str | None = None) -> str:
     """Merge into `<state>/labflow.env`: connection settings, and local secrets generated once."""
     path = settings.state_dir / ENV_FILE_NAME
     current: dict[str, str] = {}
@@ -45,6 +61,11 @@ def _write_env(settings: Settings, values: dict[str, str]) -> str:
     if "LABFLOW_DASHBOARD_TOKENS" not in current:
         current["LABFLOW_DASHBOARD_TOKENS"] = f"demo-{secrets.token_urlsafe(12)}"
     current.update(values)
+    if local_database is not None:
+        current.update(_client_database_urls(current, local_database))
+    else:  # an external server: its roles are the operator's, ours would point at the wrong server
+        for client in DATABASE_CLIENTS:
+            current.pop(f"LABFLOW_{client.upper()}_DATABASE_URL", None)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = "# written by `labflow stack up`; environment variables override these\n"
     body += "".join(f"{k}={v}\n" for k, v in sorted(current.items()))
@@ -62,6 +83,7 @@ def up(settings: Settings, wait_s: float = 120.0) -> StackInfo:
         return StackInfo(kafka_bootstrap, database_url, (), env)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     started: list[str] = []
+    local_database = database_url is None
     external_kafka = kafka_bootstrap is not None
     kafka = LocalKafka(settings)
     if kafka_bootstrap is None:
@@ -85,7 +107,9 @@ def up(settings: Settings, wait_s: float = 120.0) -> StackInfo:
         time.sleep(0.5)
     _wait_database(database_url, deadline)
     env = _write_env(
-        settings, {"LABFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap, "LABFLOW_DATABASE_URL": database_url}
+        settings,
+        {"LABFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap, "LABFLOW_DATABASE_URL": database_url},
+        local_database=database_url if local_database else None,
     )
     return StackInfo(kafka_bootstrap, database_url, tuple(started), env)
 

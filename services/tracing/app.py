@@ -31,7 +31,7 @@ def build_service(settings: Settings) -> TracingService:
             settings.tracing_url, settings.tracing_timeout_s, settings.tracing_concurrency
         )
     secret = settings.tracing_signing_secret
-    dsn = libpq_url(settings.require_database())
+    dsn = libpq_url(settings.database_url_for("tracing"))
     deliveries = DeliveryLoop(
         DeliveryStore(dsn, new_owner_id()),
         platform,

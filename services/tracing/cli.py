@@ -26,7 +26,7 @@ def failed() -> None:
     from services.core.db.engine import libpq_url
     from services.tracing.store import TracingStore
 
-    store = TracingStore(libpq_url(load_settings().require_database()))
+    store = TracingStore(libpq_url(load_settings().database_url_for("tracing")))
     try:
         events = store.failed_events()
     finally:
@@ -52,7 +52,7 @@ def redeliver(
 
     if (case_id is None) == (not all_failed):
         raise typer.BadParameter("give either CASE_ID or --all-failed")
-    store = TracingStore(libpq_url(load_settings().require_database()))
+    store = TracingStore(libpq_url(load_settings().database_url_for("tracing")))
     try:
         count = store.redeliver(None if all_failed else case_id)
     finally:

@@ -23,7 +23,7 @@ from services.worker.store import ResultStore
 def build_worker(settings: Settings) -> ResultsWorker:
     topics = settings.topics
     store = ResultStore(
-        libpq_url(settings.require_database()), settings.worker_group, topics.results, topics.cases
+        libpq_url(settings.database_url_for("worker")), settings.worker_group, topics.results, topics.cases
     )
     readiness = Readiness(KAFKA, DATABASE, GROUP)
     return ResultsWorker(
@@ -39,7 +39,7 @@ def build_worker(settings: Settings) -> ResultsWorker:
 
 
 def build_relay(settings: Settings) -> OutboxRelay:
-    return OutboxRelay(libpq_url(settings.require_database()), Producer(producer_config(settings)))
+    return OutboxRelay(libpq_url(settings.database_url_for("worker")), Producer(producer_config(settings)))
 
 
 def run_worker(settings: Settings) -> None:

@@ -18,7 +18,7 @@ def services(fresh_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
         "mllp_port": free_port(), "gateway_ops_port": free_port(), "worker_ops_port": free_port(),
     })
     # the labs the e2e tests send as: LAB-E2E and those of services.simulator.demo.plan_traffic
-    engine = make_engine(settings.require_database())
+    engine = make_engine(settings.database_url_for("labs"))  # as `labflow labs add` would
     directory = LabDirectory(engine)
     for lab_id in ("LAB-E2E", *(f"DEMO-LAB-{i:02d}" for i in range(1, 100))):
         directory.add(lab_id, f"Test laboratory {lab_id}", None, None)

@@ -23,7 +23,7 @@ FINGERPRINT = "AB:" * 31 + "CD"
 
 @pytest.fixture
 def engine(fresh_settings: Settings) -> Iterator[Engine]:
-    engine = make_engine(fresh_settings.require_database())
+    engine = make_engine(fresh_settings.database_url_for("labs"))
     yield engine
     engine.dispose()
 

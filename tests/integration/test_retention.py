@@ -54,7 +54,8 @@ def test_old_identities_are_purged_and_results_kept(fresh_settings: Settings) ->
         for t in threads:
             t.join(30)
 
-    assert purge_nominative(dsn, 90) == {"person_identities": 1, "tracing_deliveries": 0, "outbox": 1}
+    purge = libpq_url(settings.database_url_for("purge"))  # as `labflow purge`, with its own role
+    assert purge_nominative(purge, 90) == {"person_identities": 1, "tracing_deliveries": 0, "outbox": 1}
 
     with psycopg.connect(dsn) as conn:
         identities = conn.execute("SELECT patient_pseudonym FROM person_identities").fetchall()
