@@ -11,10 +11,23 @@ from confluent_kafka.cimpl import NewTopic
 from services.core.config import Settings
 
 
+def client_config(settings: Settings) -> dict[str, object]:
+    """Bootstrap servers and, when configured, TLS (mutual with a client certificate)."""
+    config: dict[str, object] = {"bootstrap.servers": settings.require_kafka()}
+    if settings.kafka_security_protocol.upper() != "PLAINTEXT":
+        config["security.protocol"] = settings.kafka_security_protocol
+    for key, path in (("ssl.ca.location", settings.kafka_ssl_ca_location),
+                      ("ssl.certificate.location", settings.kafka_ssl_certificate_location),
+                      ("ssl.key.location", settings.kafka_ssl_key_location)):
+        if path is not None:
+            config[key] = str(path)
+    return config
+
+
 def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
     """Durable producer: nothing acknowledged to a lab may be lost (SPEC §2)."""
     config: dict[str, object] = {
-        "bootstrap.servers": settings.require_kafka(),
+        **client_config(settings),
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 2,
@@ -27,7 +40,7 @@ def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
 
 def consumer_config(settings: Settings, group_id: str, **extra: object) -> dict[str, object]:
     config: dict[str, object] = {
-        "bootstrap.servers": settings.require_kafka(),
+        **client_config(settings),
         "group.id": group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -44,7 +57,7 @@ def consumer_config(settings: Settings, group_id: str, **extra: object) -> dict[
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
     """Create the SPEC §2 topics; existing ones are left as they are. Returns topic -> outcome."""
-    admin = AdminClient({"bootstrap.servers": settings.require_kafka()})
+    admin = AdminClient(client_config(settings))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     # raw and rejected payloads are nominative (names, INS, phone): kept only as long as allowed
     nominative = {settings.topics.raw, settings.topics.rejected}

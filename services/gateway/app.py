@@ -72,7 +72,7 @@ async def serve(settings: Settings, http: bool = False) -> None:
     if http_server is not None:
         http_server.start()
     ops = OpsServer(
-        settings.mllp_host, settings.gateway_ops_port, ready=lambda: registry is None or registry.loaded
+        settings.ops_host, settings.gateway_ops_port, ready=lambda: registry is None or registry.loaded
     ).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

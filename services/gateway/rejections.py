@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from services.core.config import Settings
 from services.core.domain.model import Transport
 from services.core.domain.rejection import Rejection
-from services.core.kafka import producer_config
+from services.core.kafka import client_config, producer_config
 from services.gateway.intake import Intake, IntakeOutcome
 from services.gateway.publish import KafkaPublisher, Record
 
@@ -26,7 +26,7 @@ def read_rejections(settings: Settings, timeout_s: float = 30.0) -> Iterator[Rej
     topic = settings.topics.rejected
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.require_kafka(),
+            **client_config(settings),
             "group.id": f"labflow-rejected-reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
         }
