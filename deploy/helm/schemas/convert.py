@@ -84,7 +84,8 @@ def convert(node: Any, refs: set[str]) -> Any:
         elif key in _LIST_KEYWORDS:
             out[key] = [convert(sub, refs) for sub in value]
         elif key in _SCHEMA_KEYWORDS:
-            out[key] = [convert(sub, refs) for sub in value] if isinstance(value, list) else convert(value, refs)
+            subs = value if isinstance(value, list) else None
+            out[key] = [convert(sub, refs) for sub in subs] if subs is not None else convert(value, refs)
         else:
             out[key] = value
     if node.get("nullable") and isinstance(out.get("type"), str):
@@ -115,8 +116,8 @@ def standalone(root: dict[str, Any], components: dict[str, Any]) -> dict[str, An
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--openapi", type=Path, required=True, help="api/openapi-spec/v3 of k8s.io/kubernetes")
-    parser.add_argument("--crd", type=Path, nargs="+", required=True, help="CustomResourceDefinition YAML files")
+    parser.add_argument("--openapi", type=Path, required=True, help="k8s.io/kubernetes api/openapi-spec/v3")
+    parser.add_argument("--crd", type=Path, nargs="+", required=True, help="CRD YAML files")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -125,7 +126,7 @@ def main() -> None:
         components.update(json.loads(spec.read_text())["components"]["schemas"])
 
     written: dict[str, dict[str, Any]] = {}
-    for name, schema in components.items():
+    for schema in components.values():
         for gvk in schema.get("x-kubernetes-group-version-kind", []):
             key = (gvk["group"], gvk["version"], gvk["kind"])
             if key in KINDS:
