@@ -11,9 +11,9 @@ from confluent_kafka.cimpl import NewTopic
 from services.core.config import Settings
 
 
-def client_config(settings: Settings) -> dict[str, object]:
+def client_config(settings: Settings) -> dict[str, str]:
     """Bootstrap servers and, when configured, TLS (mutual with a client certificate)."""
-    config: dict[str, object] = {"bootstrap.servers": settings.require_kafka()}
+    config = {"bootstrap.servers": settings.require_kafka()}
     if settings.kafka_security_protocol.upper() != "PLAINTEXT":
         config["security.protocol"] = settings.kafka_security_protocol
     for key, path in (("ssl.ca.location", settings.kafka_ssl_ca_location),
@@ -57,7 +57,7 @@ def consumer_config(settings: Settings, group_id: str, **extra: object) -> dict[
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
     """Create the SPEC §2 topics; existing ones are left as they are. Returns topic -> outcome."""
-    admin = AdminClient(client_config(settings))
+    admin = AdminClient({**client_config(settings)})
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     # raw and rejected payloads are nominative (names, INS, phone): kept only as long as allowed
     nominative = {settings.topics.raw, settings.topics.rejected}

@@ -443,3 +443,30 @@ def test_no_secret_value_in_rendered_env(rendered) -> None:
             if env["name"] == "LABFLOW_DATABASE_URL" and "value" in env:
                 pattern = r"postgresql://labflow_[a-z]+:\$\(LABFLOW_DB_PASSWORD\)@[^ ]+"
                 assert re.fullmatch(pattern, env["value"]), env
+
+
+# --- the chart speaks the services' configuration -----------------------------------------------------
+
+
+def test_every_rendered_setting_is_one_the_services_read(rendered) -> None:
+    """Each LABFLOW_* variable the chart sets is a field of Settings, and the values parse."""
+    from services.core.config import Settings
+    from services.core.kafka import consumer_config, producer_config
+
+    _, _, docs = rendered
+    known = {f"LABFLOW_{name.upper()}" for name in Settings.model_fields}
+    pods = [d["spec"]["template"]["spec"] for d in of_kind(docs, "Deployment") + of_kind(docs, "Job")]
+    pods += [c["spec"]["jobTemplate"]["spec"]["template"]["spec"] for c in of_kind(docs, "CronJob")]
+    for pod in pods:
+        env = {e["name"]: e.get("value", "from-a-secret") for e in pod["containers"][0]["env"]}
+        helpers = {"LABFLOW_DB_PASSWORD"}  # only interpolated into LABFLOW_DATABASE_URL
+        settings = {name: value for name, value in env.items() if name.startswith("LABFLOW_")}
+        assert set(settings) - helpers <= known, set(settings) - helpers - known
+        fields = {name.removeprefix("LABFLOW_").lower(): value for name, value in settings.items()
+                  if name not in helpers and not value.startswith("from-a-secret")}
+        parsed = Settings(_env_file=None, **fields)  # type: ignore[arg-type]
+        if "kafka_bootstrap" in fields:
+            config = producer_config(parsed) | consumer_config(parsed, "g")
+            assert config["security.protocol"] == "SSL"
+            assert {"ssl.ca.location", "ssl.certificate.location", "ssl.key.location"} <= set(config)
+            assert parsed.ops_host == "0.0.0.0"
