@@ -23,7 +23,7 @@ KEDA_VERSION=v2.21.0
 KEDA_SHA256=74b59fe16144250748b716d6dc8789dee52d26164daab732145bed60456013a4
 PROMOP_VERSION=v0.91.0
 PROMOP_SHA256=598e6508224457829e43821969d08afac3f82330a2560c678cf98f642a3dc88f
-STRIMZI_VERSION=1.2.0   # also in strimzi/pom.xml
+STRIMZI_VERSION=1.2.0   # passed to strimzi/pom.xml
 STRIMZI_API_SHA256=566961ae5e5646a001ae91312beda5cba3a5d467e740e205e1b761754335fe4e
 STRIMZI_GEN_SHA256=76bb2430e702a1e6a24c071d26c865d5e9572cbc630d176d3b912033ae23ed00
 
@@ -54,6 +54,7 @@ PROMOP=$(module github.com/prometheus-operator/prometheus-operator "$PROMOP_VERS
 
 # Strimzi: the released api classes + generator and their dependencies, resolved by Maven
 mvn -q -B -f "$HERE/strimzi/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+  -Dstrimzi.version="$STRIMZI_VERSION" \
   -DoutputDirectory="$WORK/strimzi-lib"
 echo "$STRIMZI_API_SHA256  $WORK/strimzi-lib/api-$STRIMZI_VERSION.jar" | sha256sum -c --quiet -
 echo "$STRIMZI_GEN_SHA256  $WORK/strimzi-lib/crd-generator-$STRIMZI_VERSION.jar" | sha256sum -c --quiet -
