@@ -147,7 +147,10 @@ def test_kafka_kraft_node_pools_and_rack_awareness(rendered) -> None:
     (kafka,) = of_kind(docs, "Kafka")
     assert kafka["spec"]["kafka"]["rack"]["topologyKey"] == "topology.kubernetes.io/zone"
     assert kafka["spec"]["kafka"]["authorization"]["type"] == "simple"
-    assert [listener["authentication"]["type"] for listener in kafka["spec"]["kafka"]["listeners"]] == ["tls"]
+    (listener,) = kafka["spec"]["kafka"]["listeners"]
+    assert listener["tls"] is True and listener["authentication"]["type"] == "tls"
+    clients = {"podSelector": {"matchLabels": {"labflow.io/kafka-client": "true"}}}
+    assert clients in listener["networkPolicyPeers"]
     assert kafka["spec"]["kafka"]["config"]["min.insync.replicas"] == 2
     pools = {pool["metadata"]["name"]: pool["spec"] for pool in of_kind(docs, "KafkaNodePool")}
     assert pools["controllers"]["roles"] == ["controller"] and pools["controllers"]["replicas"] == 3
