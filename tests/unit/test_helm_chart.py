@@ -473,3 +473,20 @@ def test_every_rendered_setting_is_one_the_services_read(rendered) -> None:
             assert config["security.protocol"] == "SSL"
             assert {"ssl.ca.location", "ssl.certificate.location", "ssl.key.location"} <= set(config)
             assert parsed.ops_host == "0.0.0.0"
+
+
+def test_with_every_optional_part_off_the_chart_is_still_valid() -> None:
+    """External Kafka and database, no operators for monitoring/KEDA, no Ingress, no NetworkPolicy."""
+    off = ",".join(f"{key}=false" for key in (
+        "networkPolicy.enabled", "monitoring.serviceMonitors", "monitoring.podMonitor",
+        "monitoring.prometheusRule", "monitoring.grafanaDashboard", "worker.autoscaling.enabled",
+        "kafka.create", "postgres.create", "ingress.enabled", "gateway.http"))
+    text = render("--set", off, "--set", "opendata.persistence.existingClaim=publication")
+    docs = objects(text)
+    assert {doc["kind"] for doc in docs} == {"CronJob", "Deployment", "Job", "KafkaTopic", "KafkaUser",
+                                             "PodDisruptionBudget", "Service", "ServiceAccount"}
+    assert by_name(docs, "Deployment")["labflow-worker"]["spec"]["replicas"] == 1
+    done = run(tool("kubeconform"), "-strict", "-summary",
+               "-schema-location", str(SCHEMAS / "json" / "{{ .ResourceKind }}{{ .KindSuffix }}.json"),
+               "-", stdin=text)
+    assert done.returncode == 0, done.stdout
