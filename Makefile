@@ -9,7 +9,24 @@ PYTEST_ARGS ?=
 DASHBOARD_VENDOR := services/dashboard/static/vendor/uPlot.iife.min.js
 DOCS_VENDOR := services/gateway/static/vendor/swagger-ui-bundle.js
 
-.PHONY: install setup demo test bench lint down
+.PHONY: install setup demo test bench lint down helm-tools
+
+# helm and kubeconform for the chart's offline validation (tests/unit/test_helm_chart.py), built from the
+# Go module proxy into .labflow/bin once per version (cold: ≈ 5 min for helm, 10 s for kubeconform)
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+TOOLS := .labflow/bin
+HELM_VERSION := v3.21.4
+KUBECONFORM_VERSION := v0.8.0
+
+$(TOOLS)/.helm-$(HELM_VERSION):
+	GOBIN=$(abspath $(TOOLS)) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	@touch $@
+
+$(TOOLS)/.kubeconform-$(KUBECONFORM_VERSION):
+	GOBIN=$(abspath $(TOOLS)) $(GO) install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+	@touch $@
+
+helm-tools: $(TOOLS)/.helm-$(HELM_VERSION) $(TOOLS)/.kubeconform-$(KUBECONFORM_VERSION)
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,7 +60,7 @@ setup: install
 demo: setup
 	$(BIN)/labflow demo $(ARGS)
 
-test: setup
+test: setup helm-tools
 	@# the dashboard's browser test drives Debian's chromium; a missing browser fails the test
 	command -v chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	@# promtool checks deploy/prometheus (tests/unit/test_deploy_configs.py)

@@ -20,9 +20,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
-from services.core.errors import explain
-from services.core.kafka import require_broker
-from services.core.logs import librdkafka_logger
+from services.core.errors import KafkaUnavailable, explain
+from services.core.kafka import broker_listens, client_config
 from services.opendata.files import read_index
 
 State = Literal["ok", "warn", "down"]
@@ -64,8 +63,9 @@ def readiness(settings: Settings) -> list[Line]:
 
 
 def _consumer(settings: Settings, group: str) -> Consumer:
-    config: dict[str, Any] = {"bootstrap.servers": require_broker(settings.require_kafka(), TIMEOUT_S),
-                              "group.id": group, "enable.auto.commit": False, "logger": librdkafka_logger()}
+    if not broker_listens(settings.require_kafka(), TIMEOUT_S):
+        raise KafkaUnavailable(settings.require_kafka())
+    config: dict[str, Any] = {**client_config(settings), "group.id": group, "enable.auto.commit": False}
     return Consumer(config)
 
 

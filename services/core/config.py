@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     topic_prefix: str = ""
     topic_partitions: int = 12
     topic_replication: int = 1
+    # Kafka over TLS, mutual when a client certificate is given (Strimzi KafkaUser, see deploy/helm)
+    kafka_security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT or SSL")
+    kafka_ssl_ca_location: Path | None = Field(default=None, description="PEM CA of the brokers")
+    kafka_ssl_certificate_location: Path | None = Field(default=None, description="PEM client certificate")
+    kafka_ssl_key_location: Path | None = Field(default=None, description="PEM client key")
+    # address of the /metrics, /healthz, /readyz listeners of gateway, worker and tracing
+    ops_host: str = "127.0.0.1"
 
     # local stack
     kafka_port: int = 19092

@@ -17,16 +17,29 @@ from services.core.limits import PRODUCER_BATCH_BYTES, SizeLimits
 from services.core.logs import librdkafka_logger
 
 
+def client_config(settings: Settings) -> dict[str, Any]:
+    """Bootstrap servers, librdkafka's log lines through structlog and, when configured, TLS (mutual
+    with a client certificate): what every client of ours starts from."""
+    config: dict[str, Any] = {"bootstrap.servers": settings.require_kafka(), "logger": librdkafka_logger()}
+    if settings.kafka_security_protocol.upper() != "PLAINTEXT":
+        config["security.protocol"] = settings.kafka_security_protocol
+    for key, path in (("ssl.ca.location", settings.kafka_ssl_ca_location),
+                      ("ssl.certificate.location", settings.kafka_ssl_certificate_location),
+                      ("ssl.key.location", settings.kafka_ssl_key_location)):
+        if path is not None:
+            config[key] = str(path)
+    return config
+
+
 def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
     """Durable producer: nothing acknowledged to a lab may be lost (SPEC §2)."""
     config: dict[str, object] = {
-        "bootstrap.servers": settings.require_kafka(),
+        **client_config(settings),
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 2,
         "compression.type": "lz4",
         "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
-        "logger": librdkafka_logger(),
         # derived from the documented intake limits (services/core/limits.py)
         "message.max.bytes": SizeLimits.of(settings).record_bytes,
         "batch.size": PRODUCER_BATCH_BYTES,
@@ -37,7 +50,7 @@ def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
 
 def consumer_config(settings: Settings, group_id: str, **extra: object) -> dict[str, object]:
     config: dict[str, object] = {
-        "bootstrap.servers": settings.require_kafka(),
+        **client_config(settings),
         "group.id": group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -47,20 +60,23 @@ def consumer_config(settings: Settings, group_id: str, **extra: object) -> dict[
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 2_000,
         "isolation.level": "read_committed",
-        "logger": librdkafka_logger(),
     }
     config.update(extra)
     return config
 
 
-def admin_client(bootstrap: str, **extra: object) -> AdminClient:
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": librdkafka_logger(), **extra}
+def admin_client(settings: Settings, *, require_broker: bool = False, **extra: object) -> AdminClient:
+    """An admin client; with `require_broker`, one clear error at once when nothing listens there
+    instead of librdkafka's long wait."""
+    if require_broker and not broker_listens(settings.require_kafka()):
+        raise KafkaUnavailable(settings.require_kafka())
+    config: dict[str, Any] = {**client_config(settings), **extra}
     return AdminClient(config)
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
     """Create the SPEC §2 topics; existing ones are left as they are. Returns topic -> outcome."""
-    admin = admin_client(require_broker(settings.require_kafka()))
+    admin = admin_client(settings, require_broker=True)
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     # raw and rejected payloads are nominative (names, INS, phone): kept only as long as allowed
     nominative = {settings.topics.raw, settings.topics.rejected}
@@ -104,18 +120,25 @@ def _align_size_limit(
         future.result(timeout_s)
 
 
+def broker_listens(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    """A plain TCP probe of the bootstrap servers: cheap, and librdkafka logs no refused connection."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        except (OSError, ValueError):
+            continue
+        return True
+    return False
+
+
 def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    try:  # a plain TCP probe first keeps librdkafka from logging refused connections
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-        admin_client(bootstrap).list_topics(timeout=timeout_s)
-    except (OSError, KafkaException):
+    """A broker of a plaintext cluster answers a metadata request (the local stack's start-up wait)."""
+    if not broker_listens(bootstrap, timeout_s):
+        return False
+    try:
+        config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": librdkafka_logger()}
+        AdminClient(config).list_topics(timeout=timeout_s)
+    except KafkaException:
         return False
     return True
-
-
-def require_broker(bootstrap: str, timeout_s: float = 5.0) -> str:
-    """`bootstrap` when a broker answers there; else one clear error at once, not a long librdkafka wait."""
-    if not broker_answers(bootstrap, timeout_s):
-        raise KafkaUnavailable(bootstrap)
-    return bootstrap

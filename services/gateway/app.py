@@ -85,7 +85,7 @@ async def serve(settings: Settings, http: bool = False) -> None:
     def ready() -> bool:
         return not stop.is_set() and publisher.reachable and (registry is None or registry.loaded)
 
-    ops = OpsServer(settings.mllp_host, settings.gateway_ops_port, ready=ready).start()
+    ops = OpsServer(settings.ops_host, settings.gateway_ops_port, ready=ready).start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

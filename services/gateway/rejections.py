@@ -16,8 +16,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from services.core.config import Settings
 from services.core.domain.model import Transport
 from services.core.domain.rejection import Rejection
-from services.core.kafka import producer_config, require_broker
-from services.core.logs import librdkafka_logger
+from services.core.errors import KafkaUnavailable
+from services.core.kafka import broker_listens, client_config, producer_config
 from services.gateway.intake import Intake, IntakeOutcome
 from services.gateway.publish import KafkaPublisher, Record
 
@@ -25,10 +25,11 @@ from services.gateway.publish import KafkaPublisher, Record
 def read_rejections(settings: Settings, timeout_s: float = 30.0) -> Iterator[Rejection]:
     """Every rejection kept in the topic, oldest first per partition."""
     topic = settings.topics.rejected
+    if not broker_listens(settings.require_kafka()):
+        raise KafkaUnavailable(settings.require_kafka())
     consumer = Consumer(
         {
-            "bootstrap.servers": require_broker(settings.require_kafka()),
-            "logger": librdkafka_logger(),
+            **client_config(settings),
             "group.id": f"labflow-rejected-reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
         }

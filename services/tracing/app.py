@@ -72,7 +72,7 @@ def run_tracing(settings: Settings) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    ops = OpsServer("127.0.0.1", settings.tracing_ops_port, ready=service.ready).start()
+    ops = OpsServer(settings.ops_host, settings.tracing_ops_port, ready=service.ready).start()
     try:
         service.run()
     finally:

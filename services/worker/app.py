@@ -54,7 +54,7 @@ def run_worker(settings: Settings) -> None:
     relay = build_relay(settings)
     relay_thread = threading.Thread(target=relay.run, name="outbox-relay", daemon=True)
     relay_thread.start()
-    ops = OpsServer("127.0.0.1", settings.worker_ops_port, ready=worker.ready).start()
+    ops = OpsServer(settings.ops_host, settings.worker_ops_port, ready=worker.ready).start()
     tune_garbage_collector()
     try:
         worker.run()
