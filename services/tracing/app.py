@@ -52,7 +52,7 @@ def build_service(settings: Settings) -> TracingService:
         # a short session: after a crash, the restarted instance gets the partitions back sooner
         Consumer(consumer_config(settings, settings.tracing_group, **{"session.timeout.ms": 10_000},
                                  error_cb=readiness.kafka_error)),
-        Producer(producer_config(settings, error_cb=readiness.kafka_error)),
+        Producer(producer_config(settings)),  # mostly idle: no error_cb (see the worker's)
         topic=settings.topics.cases,
         rejected_topic=settings.topics.rejected,
         store=TracingStore(dsn),

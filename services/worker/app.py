@@ -28,7 +28,9 @@ def build_worker(settings: Settings) -> ResultsWorker:
     readiness = Readiness(KAFKA, DATABASE, GROUP)
     return ResultsWorker(
         Consumer(consumer_config(settings, settings.worker_group, error_cb=readiness.kafka_error)),
-        Producer(producer_config(settings, error_cb=readiness.kafka_error)),
+        # no error_cb on this mostly idle producer: the broker closing an idle connection would read
+        # as "all brokers down"; the consumer's connections are never idle
+        Producer(producer_config(settings)),
         store,
         topic=topics.results,
         rejected_topic=topics.rejected,

@@ -34,7 +34,9 @@ def test_two_workers_one_stopped_and_restarted_reach_the_same_state(
     settings = fresh_settings.model_copy(update={"worker_batch_size": 200})
     stream = random_result_stream(24_000, persons=6_000, seed=21)
 
-    def lab_traffic() -> None:  # results keep arriving while workers join and leave (~16 s)
+    # results keep arriving while workers join and leave (~24 s): two process starts, two group joins
+    # of two cooperative rounds each (a heartbeat, 2 s, apart) and a graceful leave must fit in it
+    def lab_traffic() -> None:
         producer = Producer(producer_config(settings))
         for start in range(0, len(stream), 500):
             for r in stream[start : start + 500]:
@@ -42,7 +44,7 @@ def test_two_workers_one_stopped_and_restarted_reach_the_same_state(
                     settings.topics.results, r.model_dump_json().encode(), r.patient_pseudonym.encode()
                 )
                 producer.poll(0)
-            time.sleep(0.33)
+            time.sleep(0.5)
         assert producer.flush(60) == 0
 
     def worker() -> ServiceProcess:
