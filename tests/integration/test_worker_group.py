@@ -34,17 +34,28 @@ def test_two_workers_one_stopped_and_restarted_reach_the_same_state(
     settings = fresh_settings.model_copy(update={"worker_batch_size": 200})
     stream = random_result_stream(24_000, persons=6_000, seed=21)
 
-    # results keep arriving while workers join and leave (~24 s): two process starts, two group joins
-    # of two cooperative rounds each (a heartbeat, 2 s, apart) and a graceful leave must fit in it
+    # Results keep arriving while workers join and leave. The traffic is paced by what the test has
+    # done, not by a clock (process starts and group joins take longer on a busy machine): a quarter
+    # of the stream before the second worker has its share, half while it leaves and comes back, the
+    # last quarter once it is back — each phase a chunk every 0.5 s, waiting if it runs out early.
+    joined, rejoined = threading.Event(), threading.Event()
+    chunks = [stream[start : start + 500] for start in range(0, len(stream), 500)]
+    phases = ((len(chunks) // 4, None), (3 * len(chunks) // 4, joined), (len(chunks), rejoined))
+
     def lab_traffic() -> None:
         producer = Producer(producer_config(settings))
-        for start in range(0, len(stream), 500):
-            for r in stream[start : start + 500]:
-                producer.produce(
-                    settings.topics.results, r.model_dump_json().encode(), r.patient_pseudonym.encode()
-                )
-                producer.poll(0)
-            time.sleep(0.5)
+        sent = 0
+        for end, gate in phases:
+            if gate is not None:
+                assert gate.wait(120), "the test never reached the next phase"
+            for chunk in chunks[sent:end]:
+                for r in chunk:
+                    producer.produce(
+                        settings.topics.results, r.model_dump_json().encode(), r.patient_pseudonym.encode()
+                    )
+                    producer.poll(0)
+                time.sleep(0.5)
+            sent = end
         assert producer.flush(60) == 0
 
     def worker() -> ServiceProcess:
@@ -63,15 +74,17 @@ def test_two_workers_one_stopped_and_restarted_reach_the_same_state(
     traffic.start()
     second = worker()
     try:
-        wait_until(lambda: owns_partitions(second), timeout_s=30, what="the second worker's share")
+        wait_until(lambda: owns_partitions(second), timeout_s=60, what="the second worker's share")
+        joined.set()
         time.sleep(1.0)
         second.stop()  # graceful leave: its partitions move to the first worker
         assert second.proc.returncode == 0, f"the worker did not stop cleanly:\n{second.log()}"
         time.sleep(1.0)
         second = worker()  # and it joins again
-        wait_until(lambda: owns_partitions(second), timeout_s=30, what="the second worker back")
-        assert traffic.is_alive(), "the traffic ended before the second worker came back: make it longer"
-        traffic.join(60)
+        wait_until(lambda: owns_partitions(second), timeout_s=60, what="the second worker back")
+        rejoined.set()
+        traffic.join(120)
+        assert not traffic.is_alive(), "the traffic did not finish"
         ends = {p: o for p, o in end_offsets(settings).items() if o > 0}
         assert sum(ends.values()) == len(stream)
         wait_until(
@@ -83,6 +96,8 @@ def test_two_workers_one_stopped_and_restarted_reach_the_same_state(
         assert first.proc.poll() is None, first.log()
         assert second.proc.poll() is None, second.log()
     finally:
+        joined.set()
+        rejoined.set()
         first.stop()
         second.stop()
         traffic.join(60)
