@@ -5,8 +5,8 @@ Only plain files directly in the folder, named like the published ones, can be s
 sub-directory, no dotfile (temporary files, lock), nothing outside it.
 
 gzip: with `Accept-Encoding: gzip` a file is compressed on the fly (level 6, streamed, no
-Content-Length); that representation has its own strong ETag (`"<sha256>-gzip"`), and every answer
-says `Vary: Accept-Encoding` so caches keep both.
+Content-Length); that representation has the weak ETag `W/"<sha256>"` (same content, other bytes: what
+nginx does too), and every answer says `Vary: Accept-Encoding` so caches keep both.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def create_app(directory: Path, registry: CollectorRegistry = REGISTRY) -> FastA
             handle.close()
             return _not_found()
         identity_etag = digests.etag(handle, info)
-        gzip_etag = f'{identity_etag[:-1]}-gzip"'
+        gzip_etag = f"W/{identity_etag}"
         compress = accepts_gzip(request.headers.get("accept-encoding"))
         headers = {
             "ETag": gzip_etag if compress else identity_etag,
