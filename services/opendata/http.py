@@ -201,7 +201,10 @@ def create_app(directory: Path, registry: CollectorRegistry = REGISTRY) -> FastA
             headers["Content-Length"] = str(info.st_size)
         if request.method == "HEAD":
             handle.close()
-            return Response(headers=headers, media_type=media_type)
+            response = Response(headers=headers, media_type=media_type)
+            if compress:  # as the GET: a streamed body of unknown length, not an empty one
+                del response.headers["content-length"]
+            return response
         body = _gzip_stream(_stream(handle)) if compress else _stream(handle)
         return StreamingResponse(body, headers=headers, media_type=media_type)
 

@@ -312,6 +312,10 @@ def test_the_service_publishes_at_start_and_serves(fresh_settings: Settings, tmp
             assert response.read().decode().startswith("reg;jour;P_f;P_h;P;T_f;T_h;T;cl_age90;pop\n")
         assert http_status(f"{base}/healthz") == 200
         assert len(list(folder.glob("sp-pos-quot-dep-*.csv"))) >= 1
+        with urllib.request.urlopen(f"{base}/", timeout=5) as response:  # the landing page, no longer a 404
+            assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+            page = response.read().decode()
+        assert 'href="sp-pos-7j-dep.csv"' in page and 'href="datapackage.json"' in page
     finally:
         service.stop()
 

@@ -224,6 +224,8 @@ def test_gzip_when_asked(served: tuple[TestClient, Path]) -> None:
                        headers={"Accept-Encoding": "gzip", "If-None-Match": packed.headers["etag"]})
     assert again.status_code == 304 and again.headers["etag"] == packed.headers["etag"]
     assert raw == data
+    head = client.head("/sp-pos-quot-dep.csv", headers={"Accept-Encoding": "gzip"})
+    assert head.headers["content-encoding"] == "gzip" and "content-length" not in head.headers
     assert accepts_gzip("gzip;q=0.5") and accepts_gzip("*") and accepts_gzip("br, GZIP")
     assert not accepts_gzip("gzip;q=0") and not accepts_gzip("identity") and not accepts_gzip(None)
     assert not accepts_gzip("*, gzip;q=0")
