@@ -172,13 +172,18 @@ def stored_count(settings: Settings, tag: str) -> int:
 
 def backfill(
     settings: Settings, *, labs: list[str], days: int = DEFAULT_DAYS, peak: int = DEFAULT_PEAK,
-    seed: int = 2022, tag: str = "H", wait_s: float = 300.0, now: datetime | None = None,
+    seed: int = 2022, tag: str | None = None, wait_s: float = 300.0, now: datetime | None = None,
 ) -> Backfill:
-    """Put `days` days of history on the results topic, then wait until the worker stored it all."""
+    """Put `days` days of history on the results topic, then wait until the worker stored it all.
+
+    Specimen ids start with `tag`, by default one of the seed and the first day: the same history
+    backfilled twice the same day has the same result ids, which the worker upserts — nothing doubles.
+    """
     from confluent_kafka import Producer
 
     now = now or datetime.now(UTC)
     wave_days = wave(settings.reference_dir, days, peak, now.astimezone(PARIS).date())
+    tag = tag or f"H{seed % 100:02d}{wave_days[0].day:%y%m%d}"
     summary = Backfill(days, first_day=wave_days[0].day, last_day=wave_days[-1].day, tag=tag)
     protector = identity_protector(settings)
     producer = Producer(producer_config(settings, **{"linger.ms": 20, "batch.num.messages": 10_000}))

@@ -229,8 +229,7 @@ def replay(
     summary = DemoSummary(labs=labs)
     started = time.monotonic()
     if history_days > 0:
-        history = backfill(settings, labs=lab_ids, days=history_days, peak=history_peak, seed=seed,
-                           tag=f"H{run_tag}")
+        history = backfill(settings, labs=lab_ids, days=history_days, peak=history_peak, seed=seed)
         summary.history = history.as_dict()
         progress(f"history: {history.tests} tests ({history.results} results) collected "
                  f"{history.first_day} → {history.last_day}, stored by the worker in {history.store_s:.1f} s")
