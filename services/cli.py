@@ -145,7 +145,9 @@ def run() -> None:
 def demo(
     once: Annotated[bool, typer.Option("--once", help="replay, print the summary and exit")] = False,
     labs: Annotated[int, typer.Option(help="simulated labs, one MLLP connection each")] = 30,
-    messages: Annotated[int, typer.Option(help="ORU^R01 messages to send")] = 2000,
+    messages: Annotated[int | None, typer.Option(
+        help="live ORU^R01 messages to send (default: the volume of the history's last days; 2000 without)",
+        min=1)] = None,
     history_days: Annotated[int, typer.Option(
         help="collection days of epidemic history backfilled first (0: none)", min=0, max=800)] = 90,
     history_peak: Annotated[int, typer.Option(
@@ -170,10 +172,10 @@ def demo(
         summary = replay(
             settings, labs=labs, messages=messages, seed=seed, history_days=history_days,
             history_peak=history_peak,
-            progress=lambda line: typer.echo(f"{line}; {labs} labs sending {messages} messages over MLLP …"),
+            progress=typer.echo,
         )
         if not history_days:
-            typer.echo(f"{labs} labs sent {messages} messages over MLLP")
+            typer.echo(f"{labs} labs sent {summary.messages_sent} messages over MLLP")
         typer.echo(json.dumps(summary.as_dict(), indent=2))
         typer.echo(
             f"{summary.results_acknowledged} results acknowledged (AA), {summary.results_stored} stored in "

@@ -27,9 +27,10 @@ import psycopg
 
 from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
+from services.core.domain.model import PARIS
 from services.core.logs import get_logger
 from services.gateway.labs import MISS_REFRESH_S, LabDirectory
-from services.simulator.backfill import DEFAULT_PEAK, backfill
+from services.simulator.backfill import DEFAULT_PEAK, backfill, wave
 from services.simulator.client import MllpClient
 from services.simulator.oru import Observation, Order, Patient, build_oru_r01, random_order, random_patient
 
@@ -94,7 +95,9 @@ def _corrupt_ins(patient: Patient) -> Patient:
     return replace(patient, ins=f"{patient.ins[:-2]}{key:02d}")
 
 
-def plan_traffic(labs: int, messages: int, seed: int, run_tag: str) -> list[list[PlannedMessage]]:
+def plan_traffic(
+    labs: int, messages: int, seed: int, run_tag: str, positivity: float = 0.12
+) -> list[list[PlannedMessage]]:
     """Per lab, the messages it will send, in order."""
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -131,7 +134,8 @@ def plan_traffic(labs: int, messages: int, seed: int, run_tag: str) -> list[list
         for _ in range(patients):
             patient = random_patient(rng, today=now.date())
             result_time = now - timedelta(minutes=rng.randrange(5, 12 * 60))
-            order = random_order(rng, result_time, observations=rng.choice((1, 1, 1, 2, 3)), positivity=0.12)
+            order = random_order(rng, result_time, observations=rng.choice((1, 1, 1, 2, 3)),
+                                 positivity=positivity)
             order = replace(order, specimen_id=f"{run_tag}{order.specimen_id}")
             batch.append((patient, [order]))
             results |= {(order.specimen_id, o.loinc) for o in order.observations}
@@ -217,13 +221,28 @@ def refresh_dashboard(settings: Settings) -> None:
     )
 
 
+def live_traffic(
+    settings: Settings, history_days: int, history_peak: int, messages: int | None
+) -> tuple[int, float]:
+    """Messages and positivity of the live traffic: by default those of the wave's last days, so the
+    curves go on where the history ends instead of jumping (2,000 messages at 12 % without history).
+
+    Live specimens are collected over the last 36 hours: about 1.5 days of the last history day's tests.
+    """
+    if history_days <= 0:
+        return messages or 2000, 0.12
+    last = wave(settings.reference_dir, history_days, history_peak, datetime.now(PARIS).date())[-1]
+    return messages or max(100, round(1.5 * last.tests)), last.positivity
+
+
 def replay(
-    settings: Settings, *, labs: int, messages: int, seed: int, wait_s: float = 120.0,
+    settings: Settings, *, labs: int, messages: int | None, seed: int, wait_s: float = 120.0,
     history_days: int = 0, history_peak: int = DEFAULT_PEAK,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> DemoSummary:
     run_tag = uuid.uuid4().hex[:6].upper()
-    plan = plan_traffic(labs, messages, seed, run_tag)
+    live_messages, positivity = live_traffic(settings, history_days, history_peak, messages)
+    plan = plan_traffic(labs, live_messages, seed, run_tag, positivity)
     lab_ids = sorted({f"DEMO-LAB-{i:02d}" for i in range(1, labs + 1)})
     register_labs(settings, lab_ids)
     summary = DemoSummary(labs=labs)
@@ -232,7 +251,8 @@ def replay(
         history = backfill(settings, labs=lab_ids, days=history_days, peak=history_peak, seed=seed)
         summary.history = history.as_dict()
         progress(f"history: {history.tests} tests ({history.results} results) collected "
-                 f"{history.first_day} → {history.last_day}, stored by the worker in {history.store_s:.1f} s")
+                 f"{history.first_day} → {history.last_day}, stored by the worker in "
+                 f"{history.store_s:.1f} s; {labs} labs sending {live_messages} messages over MLLP …")
         refresh_dashboard(settings)
     acknowledged: set[tuple[str, str]] = set()
 
