@@ -319,16 +319,19 @@ def write_kit(
     documents.append(_write_bytes(directory, kit.DATAPACKAGE_NAME, kit.dumps(package)))
     documents.append(_write_bytes(directory, kit.LICENCE_FILE, kit.LICENCE.encode()))
 
+    try:
+        changelog = json.loads((directory / kit.CHANGELOG_NAME).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        changelog = None
     entry = None
     if previous_counts is not None and previous is not None:
         current = {f.base: kit.read_all_ages(directory / f.name)
                    for f in kit_files if f.base.startswith("sp-pos-quot-")}
         days = kit.corrected_days(previous_counts, current, previous.get("data_cut_off"))
         entry = kit.changelog_entry(publication.stamp, previous.get("publication"), days)
-    try:
-        changelog = json.loads((directory / kit.CHANGELOG_NAME).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        changelog = None
+        same_stamp = [e for e in (changelog or {}).get("publications", []) if e.get("publication") == stamp]
+        if entry is not None and previous.get("publication") == stamp and same_stamp:
+            entry = kit.compose_entries(same_stamp[0], entry)
     documents.append(_write_bytes(directory, kit.CHANGELOG_NAME,
                                   kit.dumps(kit.updated_changelog(changelog, entry))))
     text = kit.readme(

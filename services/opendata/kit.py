@@ -432,6 +432,42 @@ def changelog_entry(
     return {"publication": stamp, "previous": previous_stamp, "corrected_days": days}
 
 
+def _compose_pair(
+    old: Mapping[str, list[int | None]] | None, new: Mapping[str, list[int | None]] | None
+) -> dict[str, list[int | None]] | None:
+    if old is None or new is None:
+        return dict(new or old or {}) or None
+    pair = {k: [old[k][0], new[k][1]] for k in ("P", "T")}
+    return None if all(b == a for b, a in pair.values()) else pair
+
+
+def _compose_map(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    composed = {code: _compose_pair(old.get(code), new.get(code)) for code in sorted(old.keys() | new.keys())}
+    return {code: pair for code, pair in composed.items() if pair is not None}
+
+
+def compose_entries(earlier: Mapping[str, Any], later: Mapping[str, Any]) -> dict[str, Any]:
+    """Two publications under one stamp (the same minute): the second replaced the first's files, so its
+    changes are told from the publication before the first — before from `earlier`, after from `later`."""
+    old = {d["jour"]: d for d in earlier["corrected_days"]}
+    new = {d["jour"]: d for d in later["corrected_days"]}
+    days = []
+    for jour in sorted(old.keys() | new.keys()):
+        o = old.get(jour, {"fra": None, "regions": {}, "departments": {}})
+        n = new.get(jour, {"fra": None, "regions": {}, "departments": {}})
+        day = {
+            "jour": jour,
+            "fra": _compose_pair(o["fra"], n["fra"]),
+            "regions": _compose_map(o["regions"], n["regions"]),
+            "departments": _compose_map(o["departments"], n["departments"]),
+        }
+        if day["fra"] is None and not day["regions"] and not day["departments"]:
+            continue  # changed, then changed back
+        day["departments_changed"] = len(day["departments"])
+        days.append(day)
+    return {"publication": later["publication"], "previous": earlier["previous"], "corrected_days": days}
+
+
 def updated_changelog(document: Mapping[str, Any] | None, entry: Mapping[str, Any] | None) -> dict[str, Any]:
     """`changelog.json`: newest publication first, at most `CHANGELOG_KEEP` entries."""
     entries: list[Any] = list((document or {}).get("publications", []))

@@ -237,3 +237,23 @@ def test_gzip_body_on_the_wire(served: tuple[TestClient, Path]) -> None:
         wire = b"".join(response.iter_raw())
     data = (folder / "sp-pos-quot-reg.csv").read_bytes()
     assert wire[:2] == b"\x1f\x8b" and gzip.decompress(wire) == data and len(wire) < len(data) / 4
+
+
+def test_two_publications_in_one_minute_tell_their_changes_from_the_one_before(
+    tmp_path: Path, counts: list[CountRow], geography: Geography
+) -> None:
+    first = publish(tmp_path, history(counts, geography), NOW, keep_days=90)
+    one = [*counts, (date(2021, 9, 10), "75", "29", "F", 1, 1), (date(2021, 9, 1), "13", "39", "M", 0, 1)]
+    publish(tmp_path, history(one, geography), NOW + timedelta(days=1), keep_days=90)
+    # the same minute: the 13 test is cancelled again, one more positive in 2A
+    two = [*counts, (date(2021, 9, 10), "75", "29", "F", 1, 1), (date(2021, 9, 5), "2A", "49", "F", 1, 1)]
+    again = publish(tmp_path, history(two, geography), NOW + timedelta(days=1, seconds=20), keep_days=90)
+    assert again.changes is not None and again.changes["previous"] == first.stamp
+    days = {d["jour"]: d for d in again.changes["corrected_days"]}
+    assert sorted(days) == ["2021-09-05", "2021-09-10"]  # 2021-09-01 changed, then changed back
+    assert list(days["2021-09-10"]["departments"]) == ["75"]
+    assert list(days["2021-09-05"]["departments"]) == ["2A"]
+    p_before, p_after = days["2021-09-05"]["fra"]["P"]
+    assert p_after == p_before + 1
+    changelog = json.loads((tmp_path / kit.CHANGELOG_NAME).read_text())
+    assert [e["publication"] for e in changelog["publications"]] == [again.stamp]
