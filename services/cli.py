@@ -167,10 +167,17 @@ def status(
 def demo(
     once: Annotated[bool, typer.Option("--once", help="replay, print the summary and exit")] = False,
     labs: Annotated[int, typer.Option(help="simulated labs, one MLLP connection each")] = 30,
-    messages: Annotated[int, typer.Option(help="ORU^R01 messages to send")] = 2000,
+    messages: Annotated[int | None, typer.Option(
+        help="live ORU^R01 messages to send (default: the volume of the history's last days; 2000 without)",
+        min=1)] = None,
+    history_days: Annotated[int, typer.Option(
+        help="collection days of epidemic history backfilled first (0: none)", min=0, max=800)] = 90,
+    history_peak: Annotated[int, typer.Option(
+        help="tests on the busiest day of the backfilled wave", min=1)] = 500,
     seed: int = 2022,
 ) -> None:
-    """Start the services, replay realistic lab traffic over MLLP and report what became of it."""
+    """Start the services, backfill an epidemic history, replay realistic lab traffic over MLLP and
+    report what became of it."""
     from services.simulator.demo import replay, wait_for_services
     from services.supervisor import Supervisor
 
@@ -180,8 +187,17 @@ def demo(
     supervisor.start()
     try:
         wait_for_services(settings, supervisor.poll_failed)
-        typer.echo(f"services up (logs in {log_dir}); {labs} labs sending {messages} messages over MLLP …")
-        summary = replay(settings, labs=labs, messages=messages, seed=seed)
+        typer.echo(f"services up (logs in {log_dir})")
+        if history_days:
+            typer.echo(f"backfilling {history_days} days of an epidemic wave (busiest day {history_peak} "
+                       "tests) through the worker …")
+        summary = replay(
+            settings, labs=labs, messages=messages, seed=seed, history_days=history_days,
+            history_peak=history_peak,
+            progress=typer.echo,
+        )
+        if not history_days:
+            typer.echo(f"{labs} labs sent {summary.messages_sent} messages over MLLP")
         typer.echo(json.dumps(summary.as_dict(), indent=2))
         typer.echo(
             f"{summary.results_acknowledged} results acknowledged (AA), {summary.results_stored} stored in "
@@ -191,14 +207,15 @@ def demo(
         typer.echo(
             f"open data: {summary.opendata_dir} (served on http://127.0.0.1:{settings.opendata_port}/)"
         )
-        if not summary.ok:
-            raise typer.Exit(1)
-        if once:
-            return
         typer.echo(
             f"dashboard on http://{settings.dashboard_host}:{settings.dashboard_port}/ — log in with the "
             f"token {(settings.dashboard_tokens or SecretStr('?')).get_secret_value().split(',')[0]}"
         )
+        if not summary.ok:
+            raise typer.Exit(1)
+        if once:
+            typer.echo("--once: stopping the services (`labflow run` serves the same data again)")
+            return
         typer.echo(
             f"gateway MLLP on {settings.mllp_host}:{settings.mllp_port}, metrics on "
             f"http://127.0.0.1:{settings.gateway_ops_port}/metrics; Ctrl-C to stop"

@@ -115,7 +115,9 @@ class Settings(BaseSettings):
 
     # open data (SPEC §7)
     opendata_dir: Path | None = Field(default=None, description="default <state dir>/opendata")
-    opendata_keep_days: int = 7
+    opendata_keep_days: int = Field(
+        default=90, ge=1, description="Days the timestamped (archived) publications are kept"
+    )
     opendata_host: str = "127.0.0.1"
     opendata_port: int = 8081
     opendata_publish_at: time = Field(default=time(3, 0), description="Daily publication, Europe/Paris")

@@ -32,6 +32,11 @@ def publish() -> None:
                f"(data {publication.first_day} → {publication.data_cut_off})")
     for f in publication.files:
         typer.echo(f"  {f.name}: {f.rows} rows, {f.bytes} bytes, sha256 {f.sha256}")
+    for d in publication.documents:
+        typer.echo(f"  {d.name}: {d.bytes} bytes, sha256 {d.sha256}")
+    if publication.changes is not None:
+        days = [d["jour"] for d in publication.changes["corrected_days"]]
+        typer.echo(f"  corrected days since {publication.changes['previous']}: {', '.join(days) or 'none'}")
     if publication.removed:
         typer.echo(f"  removed {len(publication.removed)} expired files")
 

@@ -60,4 +60,5 @@ def export(settings: Settings, now: datetime) -> Publication:
         keep_days=settings.opendata_keep_days,
         threshold=settings.opendata_small_count_threshold,
         threshold_departments=settings.opendata_threshold_departments,
+        publish_at=settings.opendata_publish_at,
     )

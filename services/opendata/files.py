@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from services.core.domain.indicators import (
     sliding_indicators,
 )
 from services.core.domain.model import PARIS
+from services.opendata import kit
 
 INDEX_NAME = "index.json"
 LOCK_NAME = ".publish.lock"
@@ -37,7 +39,10 @@ REG_COLUMNS = ("reg", "jour", "P_f", "P_h", "P", "T_f", "T_h", "T", "cl_age90", 
 FRA_COLUMNS = ("fra", "jour", "P_f", "P_h", "P", "T_f", "T_h", "T", "cl_age90", "pop")
 SLIDING_COLUMNS = ("dep", "jour", "P7", "T7", "cl_age90", "pop", "tx_incid", "tx_pos")
 _STAMP_FORMAT = "%Y-%m-%d-%Hh%M"
-_TIMESTAMPED = re.compile(r"^(sp-pos-(?:quot|7j)-(?:dep|reg|fra))-(\d{4}-\d{2}-\d{2}-\d{2}h\d{2})\.csv$")
+_TIMESTAMPED = re.compile(
+    r"^(sp-pos-(?:quot|7j)-(?:dep|reg|fra)|index)-(\d{4}-\d{2}-\d{2}-\d{2}h\d{2})\.(?:csv|json)$"
+)
+DEFAULT_PUBLISH_AT = clock_time(3, 0)
 
 
 def format_population(value: float) -> str:
@@ -126,6 +131,15 @@ class PublishedFile:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishedDocument:
+    """A file of the publication kit (schema, Data Package, README, licence, changelog)."""
+
+    name: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
 class Publication:
     stamp: str
     generated_at: datetime
@@ -133,6 +147,9 @@ class Publication:
     data_cut_off: date | None
     files: tuple[PublishedFile, ...]
     removed: tuple[str, ...]
+    documents: tuple[PublishedDocument, ...] = ()
+    changes: dict[str, Any] | None = None
+    """This publication's changelog entry (corrected past days), None for a first publication."""
 
     @property
     def rows(self) -> int:
@@ -199,12 +216,20 @@ def index_document(publication: Publication, threshold: int, threshold_departmen
         "data_cut_off": publication.data_cut_off.isoformat() if publication.data_cut_off else None,
         "small_count_threshold": {"threshold": threshold, "applied_to_departments": threshold_departments},
         "files": [asdict(f) for f in publication.files],
+        "documents": [asdict(d) for d in publication.documents],
+        "corrected_days": None if publication.changes is None else [
+            d["jour"] for d in publication.changes["corrected_days"]
+        ],
     }
 
 
-def write_index(directory: Path, document: dict[str, Any]) -> None:
+def archived_index_name(stamp: str) -> str:
+    return f"index-{stamp}.json"
+
+
+def write_index(directory: Path, document: dict[str, Any], name: str = INDEX_NAME) -> None:
     data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()
-    _replace_atomically(directory, INDEX_NAME, lambda handle: handle.write(data))
+    _replace_atomically(directory, name, lambda handle: handle.write(data))
 
 
 def read_index(directory: Path) -> dict[str, Any] | None:
@@ -244,6 +269,80 @@ def publication_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _previous_counts(directory: Path, previous: dict[str, Any] | None) -> dict[str, kit.Counts] | None:
+    """The all-ages counts of the previous publication's `sp-pos-quot-*` files, read before they are
+    replaced (its timestamped file, else the stable name that still holds it)."""
+    if previous is None or previous.get("data_cut_off") is None:
+        return None
+    counts: dict[str, kit.Counts] = {}
+    for entry in previous.get("files", []):
+        base = entry["latest"].removesuffix(".csv")
+        if not base.startswith("sp-pos-quot-"):
+            continue
+        for name in (entry["name"], entry["latest"]):
+            path = directory / name
+            if path.is_file():
+                counts[base] = kit.read_all_ages(path)
+                break
+    return counts
+
+
+def _write_bytes(directory: Path, name: str, data: bytes) -> PublishedDocument:
+    _replace_atomically(directory, name, lambda handle: handle.write(data))
+    return PublishedDocument(name, len(data), hashlib.sha256(data).hexdigest())
+
+
+def write_kit(
+    directory: Path,
+    publication: Publication,
+    *,
+    previous: dict[str, Any] | None,
+    previous_counts: dict[str, kit.Counts] | None,
+    keep_days: int,
+    threshold: int,
+    threshold_departments: bool,
+    publish_at: clock_time,
+) -> tuple[tuple[PublishedDocument, ...], dict[str, Any] | None]:
+    """Schemas, Data Package, licence, changelog and README of `publication` (before `index.json`)."""
+    kit_files = [
+        kit.KitFile(f.latest.removesuffix(".csv"), f.name, f.latest, f.rows, f.bytes, f.sha256)
+        for f in publication.files
+    ]
+    documents = [
+        _write_bytes(directory, spec.schema_name, kit.dumps(kit.table_schema(spec)))
+        for spec in kit.FILE_SPECS.values()
+    ]
+    stamp, generated_at = publication.stamp, publication.generated_at.astimezone(UTC)
+    first_day, data_cut_off = publication.first_day, publication.data_cut_off
+    package = kit.datapackage(kit_files, stamp=stamp, generated_at=generated_at, first_day=first_day,
+                              data_cut_off=data_cut_off)
+    documents.append(_write_bytes(directory, kit.DATAPACKAGE_NAME, kit.dumps(package)))
+    documents.append(_write_bytes(directory, kit.LICENCE_FILE, kit.LICENCE.encode()))
+
+    try:
+        changelog = json.loads((directory / kit.CHANGELOG_NAME).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        changelog = None
+    entry = None
+    if previous_counts is not None and previous is not None:
+        current = {f.base: kit.read_all_ages(directory / f.name)
+                   for f in kit_files if f.base.startswith("sp-pos-quot-")}
+        days = kit.corrected_days(previous_counts, current, previous.get("data_cut_off"))
+        entry = kit.changelog_entry(publication.stamp, previous.get("publication"), days)
+        same_stamp = [e for e in (changelog or {}).get("publications", []) if e.get("publication") == stamp]
+        if entry is not None and previous.get("publication") == stamp and same_stamp:
+            entry = kit.compose_entries(same_stamp[0], entry)
+    documents.append(_write_bytes(directory, kit.CHANGELOG_NAME,
+                                  kit.dumps(kit.updated_changelog(changelog, entry))))
+    text = kit.readme(
+        kit_files, stamp=stamp, generated_at=generated_at, first_day=first_day, data_cut_off=data_cut_off,
+        publish_at=publish_at, keep_days=keep_days, threshold=threshold,
+        threshold_departments=threshold_departments, changes=entry,
+    )
+    documents.append(_write_bytes(directory, kit.README_NAME, text.encode()))
+    return tuple(documents), entry
+
+
 def publish(
     directory: Path,
     history: History | None,
@@ -251,8 +350,11 @@ def publish(
     keep_days: int,
     threshold: int = 0,
     threshold_departments: bool = False,
+    publish_at: clock_time = DEFAULT_PUBLISH_AT,
 ) -> Publication:
-    """Write the four files (header only when there is no data yet), then `index.json`, then prune."""
+    """Write the four files (header only when there is no data yet), the publication kit (schemas,
+    Data Package, licence, changelog, README), this publication's manifest, then `index.json`, then
+    prune the publications older than `keep_days`."""
     stamp = publication_stamp(generated_at)
     dep_threshold = threshold if threshold_departments else 0
     outputs: list[tuple[str, Callable[[History], Iterator[str]], tuple[str, ...]]] = [
@@ -262,6 +364,8 @@ def publish(
         ("sp-pos-7j-dep", lambda h: sliding_lines(h, dep_threshold), SLIDING_COLUMNS),
     ]
     with publication_lock(directory):
+        previous = read_index(directory)
+        previous_counts = _previous_counts(directory, previous)
         files = []
         for base, lines, columns in outputs:
             chunks: Iterable[str] = lines(history) if history else [";".join(columns) + "\n"]
@@ -272,9 +376,19 @@ def publish(
             history.first_day if history else None, history.last_day if history else None,
             tuple(files), (),
         )
-        write_index(directory, index_document(publication, threshold, threshold_departments))
+        documents, changes = write_kit(
+            directory, publication, previous=previous, previous_counts=previous_counts,
+            keep_days=keep_days, threshold=threshold, threshold_departments=threshold_departments,
+            publish_at=publish_at,
+        )
+        publication = replace(publication, documents=documents, changes=changes)
+        document = index_document(publication, threshold, threshold_departments)
+        manifest = archived_index_name(stamp)
+        write_index(directory, document, manifest)  # this publication's manifest, kept with its files
+        write_index(directory, document)
         removed = expired_files(
-            (p.name for p in directory.iterdir()), generated_at, keep_days, frozenset(f.name for f in files)
+            (p.name for p in directory.iterdir()), generated_at, keep_days,
+            frozenset([*(f.name for f in files), manifest]),
         )
         for name in removed:
             (directory / name).unlink(missing_ok=True)

@@ -1,9 +1,13 @@
 """`labflow demo`: the services under realistic lab traffic, and what became of every result.
 
-A few dozen labs, one persistent MLLP connection each, send ORU^R01 messages and wait for each ACK
-like a real LIS: mostly one specimen with one to three observations, a few messages with several
-patients, some re-sent after a "lost" ACK, some corrected later, and a small share with an invalid
-INS key that must get AE. At the end the demo checks that every acknowledged result is stored once.
+First a history: the last 90 collection days of an epidemic wave (`backfill.py`: real ORU^R01
+messages normalized by the gateway's code, onto the results topic with the time labs would have sent
+them, stored by the real worker), so the dashboard's curves, week-on-week changes and the 7-day file
+mean something at once. Then live traffic: a few dozen labs, one persistent MLLP connection each,
+send ORU^R01 messages and wait for each ACK like a real LIS: mostly one specimen with one to three
+observations, a few messages with several patients, some re-sent after a "lost" ACK, some corrected
+later, and a small share with an invalid INS key that must get AE. At the end the demo checks that
+every acknowledged result is stored once.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import psycopg
 
 from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
+from services.core.domain.model import PARIS
 from services.core.logs import get_logger
 from services.gateway.labs import MISS_REFRESH_S, LabDirectory
+from services.simulator.backfill import DEFAULT_PEAK, backfill, wave
 from services.simulator.client import MllpClient
 from services.simulator.oru import Observation, Order, Patient, build_oru_r01, random_order, random_patient
 
@@ -50,6 +56,7 @@ class DemoSummary:
     results_stored: int = 0
     cases_opened: int = 0
     cases_handed_over: int = 0
+    history: dict[str, object] = field(default_factory=dict)
     opendata_dir: str = ""
     opendata_files: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -66,6 +73,7 @@ class DemoSummary:
     def as_dict(self) -> dict[str, object]:
         return {
             "labs": self.labs,
+            "history": self.history,
             "messages_sent": self.messages_sent,
             "acks": dict(self.acks),
             "unexpected_acks": self.unexpected_acks,
@@ -87,7 +95,9 @@ def _corrupt_ins(patient: Patient) -> Patient:
     return replace(patient, ins=f"{patient.ins[:-2]}{key:02d}")
 
 
-def plan_traffic(labs: int, messages: int, seed: int, run_tag: str) -> list[list[PlannedMessage]]:
+def plan_traffic(
+    labs: int, messages: int, seed: int, run_tag: str, positivity: float = 0.12
+) -> list[list[PlannedMessage]]:
     """Per lab, the messages it will send, in order."""
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -124,7 +134,8 @@ def plan_traffic(labs: int, messages: int, seed: int, run_tag: str) -> list[list
         for _ in range(patients):
             patient = random_patient(rng, today=now.date())
             result_time = now - timedelta(minutes=rng.randrange(5, 12 * 60))
-            order = random_order(rng, result_time, observations=rng.choice((1, 1, 1, 2, 3)), positivity=0.12)
+            order = random_order(rng, result_time, observations=rng.choice((1, 1, 1, 2, 3)),
+                                 positivity=positivity)
             order = replace(order, specimen_id=f"{run_tag}{order.specimen_id}")
             batch.append((patient, [order]))
             results |= {(order.specimen_id, o.loinc) for o in order.observations}
@@ -204,13 +215,47 @@ def register_labs(settings: Settings, lab_ids: list[str]) -> None:
         time.sleep(MISS_REFRESH_S)  # until a running gateway may have reloaded its registry
 
 
-def replay(settings: Settings, *, labs: int, messages: int, seed: int, wait_s: float = 120.0) -> DemoSummary:
+def refresh_dashboard(settings: Settings) -> None:
+    """Refresh the dashboard's national and regional rollups now rather than within a minute."""
+    subprocess.run(
+        [sys.executable, "-m", "services.cli", "dashboard", "refresh"], check=False, capture_output=True
+    )
+
+
+def live_traffic(
+    settings: Settings, history_days: int, history_peak: int, messages: int | None
+) -> tuple[int, float]:
+    """Messages and positivity of the live traffic: by default those of the wave's last days, so the
+    curves go on where the history ends instead of jumping (2,000 messages at 12 % without history).
+
+    Live specimens are collected over the last 36 hours: about 1.5 days of the last history day's tests.
+    """
+    if history_days <= 0:
+        return messages or 2000, 0.12
+    last = wave(settings.reference_dir, history_days, history_peak, datetime.now(PARIS).date())[-1]
+    return messages or max(100, round(1.5 * last.tests)), last.positivity
+
+
+def replay(
+    settings: Settings, *, labs: int, messages: int | None, seed: int, wait_s: float = 120.0,
+    history_days: int = 0, history_peak: int = DEFAULT_PEAK,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> DemoSummary:
     run_tag = uuid.uuid4().hex[:6].upper()
-    plan = plan_traffic(labs, messages, seed, run_tag)
-    register_labs(settings, sorted({message.lab for lab_plan in plan for message in lab_plan}))
+    live_messages, positivity = live_traffic(settings, history_days, history_peak, messages)
+    plan = plan_traffic(labs, live_messages, seed, run_tag, positivity)
+    lab_ids = sorted({f"DEMO-LAB-{i:02d}" for i in range(1, labs + 1)})
+    register_labs(settings, lab_ids)
     summary = DemoSummary(labs=labs)
-    acknowledged: set[tuple[str, str]] = set()
     started = time.monotonic()
+    if history_days > 0:
+        history = backfill(settings, labs=lab_ids, days=history_days, peak=history_peak, seed=seed)
+        summary.history = history.as_dict()
+        progress(f"history: {history.tests} tests ({history.results} results) collected "
+                 f"{history.first_day} → {history.last_day}, stored by the worker in "
+                 f"{history.store_s:.1f} s; {labs} labs sending {live_messages} messages over MLLP …")
+        refresh_dashboard(settings)
+    acknowledged: set[tuple[str, str]] = set()
 
     async def drive() -> None:
         await asyncio.gather(
@@ -234,6 +279,7 @@ def replay(settings: Settings, *, labs: int, messages: int, seed: int, wait_s: f
             break
         time.sleep(0.5)
     summary.opendata_files = publish_open_data(settings)
+    refresh_dashboard(settings)
     summary.opendata_dir = str(settings.opendata_path)
     summary.elapsed_s = time.monotonic() - started
     return summary

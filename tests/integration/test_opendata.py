@@ -241,7 +241,8 @@ def test_http_etag_conditional_get_and_content_types(worker: Settings) -> None:
     export(settings, datetime.now(UTC) - timedelta(minutes=1))
     folder = settings.opendata_path
     index = json.loads((folder / INDEX_NAME).read_text())
-    client = TestClient(build_app(settings))
+    # as received, not gzip (TestClient asks for gzip by default: that answer has the weak ETag W/"sha256")
+    client = TestClient(build_app(settings), headers={"Accept-Encoding": "identity"})
 
     for entry in index["files"]:
         for name in (entry["name"], entry["latest"]):
@@ -311,5 +312,59 @@ def test_the_service_publishes_at_start_and_serves(fresh_settings: Settings, tmp
             assert response.read().decode().startswith("reg;jour;P_f;P_h;P;T_f;T_h;T;cl_age90;pop\n")
         assert http_status(f"{base}/healthz") == 200
         assert len(list(folder.glob("sp-pos-quot-dep-*.csv"))) >= 1
+        with urllib.request.urlopen(f"{base}/", timeout=5) as response:  # the landing page, no longer a 404
+            assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+            page = response.read().decode()
+        assert 'href="sp-pos-7j-dep.csv"' in page and 'href="datapackage.json"' in page
     finally:
         service.stop()
+
+
+def test_a_real_publication_is_a_valid_data_package_with_its_changelog_and_landing_page(
+    worker: Settings,
+) -> None:
+    """The real exporter on a database filled through the real worker: Frictionless validates the
+    publication; a late result for a past day shows in the next publication's changelog."""
+    from frictionless import validate
+
+    from services.opendata import kit
+
+    settings = worker
+    results = [
+        make_result(collected_at=at(day), department=dep, region=reg, age_class=age, sex=sex,
+                    outcome=Outcome.POSITIVE if day % 3 == 0 else Outcome.NEGATIVE)
+        for day, (dep, reg, age, sex) in enumerate(
+            [("75", "11", "29", Sex.FEMALE), ("2A", "94", "89", Sex.MALE), ("971", "01", "09", Sex.UNKNOWN),
+             ("13", "93", "49", Sex.FEMALE), ("978", None, "39", Sex.MALE), ("59", "32", "69", Sex.FEMALE),
+             ("75", "11", "90", Sex.MALE), ("69", "84", "19", Sex.FEMALE), ("33", "75", "59", Sex.MALE)]
+        )
+    ]
+    produce_results(settings, results)
+    wait_until(lambda: stored_results(settings) == len(results), what="results stored")
+    first = export(settings, datetime.now(UTC) - timedelta(minutes=2))
+    folder = settings.opendata_path
+    report = validate(str(folder / kit.DATAPACKAGE_NAME))
+    assert report.valid, report.flatten(["resourceName", "rowNumber", "fieldName", "type", "note"])[:10]
+    package = json.loads((folder / kit.DATAPACKAGE_NAME).read_text())
+    assert [r["path"] for r in package["resources"]] == [f.name for f in first.files]
+    assert first.changes is None
+
+    # a late positive collected on day 1 in Lyon: a corrected day in the next publication
+    produce_results(settings, [make_result(collected_at=at(1), department="69", region="84", age_class="39")])
+    wait_until(lambda: stored_results(settings) == len(results) + 1, what="late result stored")
+    second = export(settings, datetime.now(UTC))
+    assert second.changes is not None and second.changes["previous"] == first.stamp
+    [day] = second.changes["corrected_days"]
+    assert day["jour"] == jour(1) and day["fra"] == {"P": [0, 1], "T": [1, 2]}
+    assert day["departments"] == {"69": {"P": [0, 1], "T": [0, 1]}}
+    assert validate(str(folder / kit.DATAPACKAGE_NAME)).valid
+
+    client = TestClient(build_app(settings))
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for f in second.files:
+        assert f.sha256 in page.text and f'href="{f.latest}"' in page.text
+    assert jour(1) in page.text and "Archive: publications kept (2)" in page.text
+    changelog = client.get("/changelog.json", headers={"Accept-Encoding": "gzip"})
+    assert changelog.headers["content-encoding"] == "gzip"
+    assert changelog.json()["publications"][0]["corrected_days"][0]["jour"] == jour(1)

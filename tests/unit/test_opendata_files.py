@@ -144,8 +144,11 @@ def test_publication_is_atomic_with_latest_names_and_checksums(
     names = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
     assert names == sorted([
         INDEX_NAME,
+        "index-2024-05-01-03h00.json",
         *(f"sp-pos-{k}-2024-05-01-03h00.csv" for k in ("quot-dep", "quot-reg", "quot-fra", "7j-dep")),
         *(f"sp-pos-{k}.csv" for k in ("quot-dep", "quot-reg", "quot-fra", "7j-dep")),
+        *(f"sp-pos-{k}.schema.json" for k in ("quot-dep", "quot-reg", "quot-fra", "7j-dep")),
+        "datapackage.json", "README.md", "LICENCE.txt", "changelog.json",
     ])
     assert not list(tmp_path.glob(".*.tmp"))
     index = json.loads((tmp_path / INDEX_NAME).read_text())
@@ -181,9 +184,10 @@ def test_a_new_publication_replaces_latest_and_retention_prunes(
     assert (tmp_path / "sp-pos-quot-dep.csv").read_text() == "dep;jour;P;T;cl_age90;pop\n"
     assert json.loads((tmp_path / INDEX_NAME).read_text())["data_cut_off"] is None
     publication = publish(tmp_path, sample_history, NOW, keep_days=7)
-    assert sorted(publication.removed) == sorted(
-        f"sp-pos-{k}-{publication_stamp(old)}.csv" for k in ("quot-dep", "quot-reg", "quot-fra", "7j-dep")
-    )
+    assert sorted(publication.removed) == sorted([
+        *(f"sp-pos-{k}-{publication_stamp(old)}.csv" for k in ("quot-dep", "quot-reg", "quot-fra", "7j-dep")),
+        f"index-{publication_stamp(old)}.json",
+    ])
     assert (tmp_path / "sp-pos-quot-dep.csv").stat().st_size > 500_000
     latest, stamped = tmp_path / "sp-pos-quot-dep.csv", tmp_path / "sp-pos-quot-dep-2024-05-01-03h00.csv"
     assert os.path.samefile(latest, stamped)
