@@ -286,7 +286,8 @@ function fillCodes(keep) {
 function fillAgeOptions() {
   const ages = $('#filters [name=age]');
   const previous = ages.value || '0';
-  ages.replaceChildren(...state.meta.age_classes.map((a) => new Option(ageLabel(a), a)));
+  const classes = ['0', ...state.meta.age_classes.filter((a) => a !== '0')];  // all ages first
+  ages.replaceChildren(...classes.map((a) => new Option(ageLabel(a), a)));
   ages.value = previous;
 }
 
@@ -413,6 +414,10 @@ function chart(id, which, areas) {
     ],
     hooks: {
       draw: [(u) => {
+        // what the axes show, for the browser test (uPlot draws them on the canvas)
+        target.dataset.xticks = (u.axes[0]._values || []).join('|');
+        target.dataset.ymin = String(u.scales.y.min);
+        target.dataset.ymax = String(u.scales.y.max);
         if (!provisional) return;
         const x0 = u.valToPos(Date.parse(provisional) / 1000 - DAY_S / 2, 'x', true);
         const x1 = u.bbox.left + u.bbox.width;
