@@ -23,7 +23,7 @@ const context = await chromium.launchPersistentContext(profile, {
   locale: 'fr-FR',
   timezoneId: 'Europe/Paris',
   viewport: { width: 1400, height: 1000 },
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  args: ['--headless', '--lang=fr-FR', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--no-first-run'],
 });
 const page = context.pages()[0] || await context.newPage();

