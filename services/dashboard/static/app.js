@@ -602,10 +602,10 @@ function selectDepartment(code) {
 async function renderMap() {
   const shapes = await mapShapes();
   const byCode = new Map(state.departments.map((d) => [d.department, d]));
-  const root = svg('svg', { xmlns: SVG, viewBox: '0 0 930 600', width: 930, height: 600, 'font-family': 'system-ui, sans-serif' });
+  const root = svg('svg', { xmlns: SVG, viewBox: '0 0 985 600', width: 985, height: 600, 'font-family': 'system-ui, sans-serif' });
   const defs = svg('defs');
   CLASS_COLOURS.forEach((c, i) => hatchPattern(defs, `hatch-${i}`, c));
-  root.append(svg('rect', { width: 930, height: 600, fill: '#fff' }), defs);
+  root.append(svg('rect', { width: 985, height: 600, fill: '#fff' }), defs);
   const metro = svg('g', { transform: 'translate(0,8)' });
   const addArea = (element, d) => {
     element.setAttribute('fill', d ? departmentFill(d) : NO_TEST);
@@ -631,7 +631,7 @@ async function renderMap() {
     const y = Math.floor(i / 2) * 62;
     const box = addArea(svg('rect', { x, y, width: 46, height: 40, rx: 4 }), d);
     box.setAttribute('stroke', '#888');
-    insets.append(box, svg('text', { x: x + 52, y: y + 17, 'font-size': 11.5, fill: '#1d2733' }, d.name),
+    insets.append(box, svg('text', { x: x + 52, y: y + 17, 'font-size': d.name.length > 18 ? 10.5 : 11.5, fill: '#1d2733' }, d.name),
       svg('text', { x: x + 52, y: y + 32, 'font-size': 10.5, fill: '#5d6b7a' }, `(${code})`));
   });
   root.appendChild(insets);
@@ -694,7 +694,7 @@ function renderDepartments() {
     if (d.small_count) {
       const badge = document.createElement('span');
       badge.className = 'badge small';
-      badge.textContent = t('small.badge');
+      badge.textContent = d.t7 === 0 ? t('legend.none') : t('small.badge');
       badge.title = t('small.title', { n });
       name.append(' ', badge);
     }
@@ -735,7 +735,7 @@ function renderAges(body) {
     const provisional = body.cells.find((c) => c.first_day === week).provisional;
     root.append(svg('text', { x: left + j * cellW + cellW / 2, y: 16, 'font-size': 10.5, fill: '#5d6b7a', 'text-anchor': 'middle' }, t('ages.week')),
       svg('text', { x: left + j * cellW + cellW / 2, y: 32, 'font-size': 11.5, fill: '#1d2733', 'text-anchor': 'middle' },
-        `${fmtDay(week).slice(0, 5)}${provisional ? ' *' : ''}`));
+        `${axisDay(Date.parse(week) / 1000)}${provisional ? ' *' : ''}`));
   });
   ages.forEach((age, i) => {
     root.appendChild(svg('text', { x: left - 8, y: top + i * cellH + 17, 'font-size': 12, fill: '#1d2733', 'text-anchor': 'end' }, ageLabel(age)));
