@@ -19,8 +19,8 @@ import pytest
 from confluent_kafka import Producer
 
 from services.core.config import REPO_ROOT, Settings
-from services.core.domain.model import LabResult, Outcome, Sex, TestKind
 from services.core.db.engine import make_engine
+from services.core.domain.model import LabResult, Outcome, Sex, TestKind
 from services.core.kafka import producer_config
 from services.gateway.labs import LabDirectory
 from services.opendata.export import export
@@ -57,8 +57,8 @@ def epidemic() -> list[LabResult]:
         if day >= DAYS - 7:
             collected = DAY0 + timedelta(days=day, hours=6)
             results.append(make_result(
-                sending_facility="LAB-FAST", collected_at=collected, received_at=collected + timedelta(hours=6),
-                department=SMALL, region=None, postal_code="97133", age_class="39", outcome=Outcome.POSITIVE,
+                sending_facility="LAB-FAST", collected_at=collected,
+                received_at=collected + timedelta(hours=6), department=SMALL, region=None, postal_code="97133", age_class="39", outcome=Outcome.POSITIVE,
             ))
         for dep, (region, weight) in DEPARTMENTS.items():
             tested = 5 + round(24 * weight * (0.3 + wave))
