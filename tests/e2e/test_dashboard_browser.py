@@ -58,7 +58,8 @@ def epidemic() -> list[LabResult]:
             collected = DAY0 + timedelta(days=day, hours=6)
             results.append(make_result(
                 sending_facility="LAB-FAST", collected_at=collected,
-                received_at=collected + timedelta(hours=6), department=SMALL, region=None, postal_code="97133", age_class="39", outcome=Outcome.POSITIVE,
+                received_at=collected + timedelta(hours=6), department=SMALL, region=None,
+                postal_code="97133", age_class="39", outcome=Outcome.POSITIVE,
             ))
         for dep, (region, weight) in DEPARTMENTS.items():
             tested = 5 + round(24 * weight * (0.3 + wave))
