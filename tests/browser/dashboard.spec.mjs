@@ -57,10 +57,11 @@ async function shot(name, selector) {
   else await page.screenshot({ path, fullPage: true });
 }
 
-async function downloaded(selector) {
+async function downloaded(selector, keepAs) {
   const [download] = await Promise.all([page.waitForEvent('download'), page.click(selector)]);
   const path = join(scenario.downloads, download.suggestedFilename());
   await download.saveAs(path);
+  if (keepAs) await download.saveAs(join(scenario.artifacts, keepAs));
   return { name: download.suggestedFilename(), body: readFileSync(path) };
 }
 
@@ -174,9 +175,9 @@ try {
   await shot('dashboard-department.png');
 
   // every chart exports as PNG and CSV
-  const png = await downloaded('[data-export-png=incidence]');
+  const png = await downloaded('[data-export-png=incidence]', 'export-incidence.png');
   assert.ok(png.name.endsWith('.png') && png.body.subarray(1, 4).toString() === 'PNG', 'incidence PNG');
-  const mapPng = await downloaded('[data-export-png=map]');
+  const mapPng = await downloaded('[data-export-png=map]', 'export-map.png');
   assert.ok(mapPng.body.subarray(1, 4).toString() === 'PNG' && mapPng.body.length > 20000, 'map PNG');
   assert.equal((await downloaded('[data-export-png=ages]')).body.subarray(1, 4).toString(), 'PNG');
   const csv = (await downloaded('[data-export-csv=positivity]')).body.toString();
