@@ -433,3 +433,35 @@ def test_the_last_three_collection_days_are_provisional(filled: tuple[Settings, 
         assert get(client, "/api/v1/meta")["today"] == jour(9)
     finally:
         engine.dispose()
+
+
+def test_lab_names_need_only_a_column_grant(filled: tuple[Settings, TestClient, Path]) -> None:
+    """The dashboard reads `labs (lab_id, name)` only; a role without that grant still gets the report
+    (ids instead of names), one with `GRANT SELECT (lab_id, name)` gets the names."""
+    import uuid
+
+    from services.dashboard.queries import lab_report
+
+    settings, _, _ = filled
+    url = libpq_url(settings.require_database())
+    role = f"dashboard_probe_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} NOLOGIN")
+        conn.execute(f"GRANT SELECT ON lab_daily, lab_delays TO {role}")
+        conn.execute("INSERT INTO labs (lab_id, name) VALUES ('LAB-B', 'Laboratoire Bêta') "
+                     "ON CONFLICT (lab_id) DO NOTHING")
+    try:
+        def names() -> dict[str, str | None]:
+            with psycopg.connect(url) as conn:
+                conn.execute(f"SET ROLE {role}")
+                report = lab_report(conn, DAY0.date(), DAY0.date() + timedelta(days=2), at(30))
+            return {r.lab: r.name for r in report.period}
+
+        assert names()["LAB-B"] is None
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"GRANT SELECT (lab_id, name) ON labs TO {role}")
+        assert names()["LAB-B"] == "Laboratoire Bêta"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"REVOKE ALL ON lab_daily, lab_delays, labs FROM {role}")
+            conn.execute(f"DROP ROLE {role}")
