@@ -400,8 +400,14 @@ def lab_names(conn: psycopg.Connection[Any], labs: Sequence[str]) -> dict[str, s
         with conn.transaction():  # a savepoint: a refused read leaves the rest of the report usable
             return dict(conn.execute(_LAB_NAMES, {"labs": list(labs)}).fetchall())
     except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedTable) as exc:
-        log.warning("dashboard.lab_names_unreadable", error=type(exc).__name__)
+        if not _NAMES_WARNED:  # once per process, not at every rollup refresh
+            _NAMES_WARNED.append(True)
+            log.warning("dashboard.lab_names_unreadable", error=type(exc).__name__,
+                        hint="GRANT SELECT (lab_id, name) ON labs to the dashboard's role")
         return {}
+
+
+_NAMES_WARNED: list[bool] = []
 
 
 Percentiles = tuple[int | None, int | None]
