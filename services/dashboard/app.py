@@ -29,6 +29,7 @@ from services.core.ops_http import add_ops_routes
 from services.core.reference import load_geography
 from services.dashboard.api import create_router
 from services.dashboard.auth import COOKIE_NAME, Authenticator
+from services.dashboard.names import load_names
 from services.dashboard.queries import connection, lab_report, refresh_rollups
 
 STATIC = Path(__file__).parent / "static"
@@ -139,7 +140,7 @@ def build_app(
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    app.include_router(create_router(geography, engine, auth, clock, region_names))
+    app.include_router(create_router(geography, engine, auth, clock, load_names(region_names)))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

@@ -1,5 +1,8 @@
 """The dashboard page in a real chromium: results → real worker → aggregates → `labflow dashboard`
-process → page; the numbers the page shows are checked against the open-data files."""
+process → page; the numbers the page shows are checked against the open-data files, and what a person
+reads (names, legend, provisional days, small counts, French dates) is checked as text. Screenshots go to
+tests/browser/artifacts/ (dashboard.png, dashboard-map.png, dashboard-department.png, dashboard-ages.png,
+dashboard-en.png)."""
 
 from __future__ import annotations
 
@@ -9,15 +12,17 @@ import math
 import shutil
 import subprocess
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
 from services.core.config import REPO_ROOT, Settings
+from services.core.db.engine import make_engine
 from services.core.domain.model import LabResult, Outcome, Sex, TestKind
 from services.core.kafka import producer_config
+from services.gateway.labs import LabDirectory
 from services.opendata.export import export
 from services.worker.app import build_worker
 from tests.support import ServiceProcess, free_port, http_status, make_result, settings_env, wait_until
@@ -26,22 +31,39 @@ pytestmark = pytest.mark.e2e
 SPEC = REPO_ROOT / "tests" / "browser" / "dashboard.spec.mjs"
 ARTIFACTS = REPO_ROOT / "tests" / "browser" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
-DAY0 = datetime(2022, 1, 3, 9, 0, tzinfo=UTC)
 DAYS = 60
+# the data ends yesterday, so that the last collection days are provisional as they would be live
+TODAY = datetime.now(UTC).date()
+DAY0 = datetime.combine(TODAY - timedelta(days=DAYS), time(9), tzinfo=UTC)
+PROVISIONAL_DAYS = 3
+SMALL_COUNT_P7 = 20
 DEPARTMENTS = {"75": ("11", 1.0), "13": ("93", 0.8), "69": ("84", 0.7), "59": ("32", 0.6),
                "33": ("75", 0.5), "2A": ("94", 0.9), "971": ("01", 0.4)}
+# Saint-Barthélemy (9,961 inhabitants): one positive test a day over the last week gives the highest
+# incidence of all from 7 positives, a small count that must not top the ranking
+SMALL = "977"
+LAB_NAMES = {"LAB-FAST": "Laboratoire Rapide Analyses", "LAB-SLOW": "Biolab Lenteur",
+             "LAB-GONE": "Laboratoire Disparu"}
 AGES = ("09", "19", "29", "39", "49", "59", "69", "79", "89", "90")
 TOKEN = "browser-test-token"
 
 
 def epidemic() -> list[LabResult]:
-    """A wave peaking around day 35 in seven departments, from three labs (one slow, one that stops)."""
+    """A wave peaking around day 45 in seven departments, from three labs (one slow, one that stops), and
+    a small overseas collectivity with a few positives at the end."""
     results = []
     for day in range(DAYS):
-        wave = math.exp(-(((day - 35) / 12) ** 2))
+        wave = math.exp(-(((day - 45) / 12) ** 2))
+        if day >= DAYS - 7:
+            collected = DAY0 + timedelta(days=day, hours=6)
+            results.append(make_result(
+                sending_facility="LAB-FAST", collected_at=collected,
+                received_at=collected + timedelta(hours=6), department=SMALL, region=None,
+                postal_code="97133", age_class="39", outcome=Outcome.POSITIVE,
+            ))
         for dep, (region, weight) in DEPARTMENTS.items():
-            tested = 3 + round(10 * weight * (0.3 + wave))
-            positives = round(tested * (0.05 + 0.4 * wave * weight))
+            tested = 5 + round(24 * weight * (0.3 + wave))
+            positives = round(tested * (0.08 + 0.6 * wave * weight))
             for i in range(tested):
                 lab, delay = ("LAB-SLOW", 30) if i % 5 == 0 else ("LAB-FAST", 6)
                 if day < 40 and i % 7 == 3:
@@ -96,6 +118,11 @@ def page_row(day: str, p: str, t: str, p7: str, t7: str, incidence: str, positiv
     return [day, p, t, p7, t7, incidence or "–", positivity or "–"]
 
 
+def provisional(day: date) -> bool:
+    """The dashboard's rule: the last 3 collection days (today and the 2 before) are provisional."""
+    return day > datetime.now(UTC).date() - timedelta(days=PROVISIONAL_DAYS)
+
+
 def expectations(folder: Path) -> dict[str, object]:
     last = (DAY0.date() + timedelta(days=DAYS - 1)).isoformat()
     fra = [r for r in rows(folder, "sp-pos-quot-fra.csv") if r["cl_age90"] == "0"]
@@ -111,15 +138,23 @@ def expectations(folder: Path) -> dict[str, object]:
         s, d = sliding[(dep, last, age)], daily[(dep, last, age)]
         return page_row(last, d["P"], d["T"], s["P7"], s["T7"], s["tx_incid"], s["tx_pos"])
 
-    incidences = {dep: float(r["tx_incid"])
-                  for (dep, day, age), r in sliding.items() if day == last and age == "0"}
+    week_rows = {dep: r for (dep, day, age), r in sliding.items() if day == last and age == "0"}
+    incidences = {dep: float(r["tx_incid"]) for dep, r in week_rows.items()}
     top = max(incidences, key=lambda d: incidences[d])
-    assert sorted(incidences.values())[-2] < incidences[top], "the test data needs one highest department"
+    assert top == SMALL and int(week_rows[SMALL]["P7"]) < SMALL_COUNT_P7, "the highest rate is a small count"
+    ranked = {d: v for d, v in incidences.items() if int(week_rows[d]["P7"]) >= SMALL_COUNT_P7}
+    assert len(ranked) >= 3, "the test data needs departments with enough positives"
+    first = max(ranked, key=lambda d: ranked[d])
+    assert sorted(ranked.values())[-2] < ranked[first], "the test data needs one highest department"
+    days = [DAY0.date() + timedelta(days=i) for i in range(DAYS)]
     return {
         "fra": {"day": last, "row": fra_row}, "points": 90,
-        "dep": {"code": "2A", "day": last, "row": dep_row("2A", "0"),
-                "age": "29", "age_row": dep_row("2A", "29")},
-        "top_department": top, "late_lab": "LAB-SLOW", "silent_labs": ["LAB-GONE"],
+        "dep": {"code": "2A", "name": "Corse-du-Sud (2A)", "day": last, "row": dep_row("2A", "0"),
+                "age": "29", "age_label": "20–29 ans", "age_row": dep_row("2A", "29")},
+        "top_department": top, "first_ranked": first, "small_department": SMALL,
+        "provisional_days": [d.isoformat() for d in days if provisional(d)],
+        "consolidated_day": max(d for d in days if not provisional(d)).isoformat(),
+        "late_lab": "LAB-SLOW", "silent_labs": ["LAB-GONE"], "lab_names": LAB_NAMES,
     }
 
 
@@ -133,6 +168,10 @@ def test_the_page_in_chromium(fresh_settings: Settings, tmp_path: Path) -> None:
         pytest.fail("the vendored uPlot is missing: run `make install`", pytrace=False)
 
     settings = fresh_settings.model_copy(update={"opendata_dir": tmp_path / "opendata"})
+    engine = make_engine(settings.require_database())
+    for lab_id, name in LAB_NAMES.items():
+        LabDirectory(engine).add(lab_id, name, None, None)
+    engine.dispose()
     fill(settings, epidemic())
     export(settings, datetime.now(UTC))
 
@@ -143,12 +182,13 @@ def test_the_page_in_chromium(fresh_settings: Settings, tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_status(f"{url}/readyz") == 200, timeout_s=60,
                    what=f"dashboard ready {service.log()}")
+        ARTIFACTS.mkdir(exist_ok=True)
         scenario = {"url": url, "token": TOKEN, "screenshot": str(tmp_path / "dashboard.png"),
+                    "artifacts": str(ARTIFACTS), "downloads": str(tmp_path / "downloads"),
                     "expected": expectations(settings.opendata_path)}
         (tmp_path / "scenario.json").write_text(json.dumps(scenario))
         run = subprocess.run([node, str(SPEC), str(tmp_path / "scenario.json")], capture_output=True,
                              text=True, timeout=180, cwd=REPO_ROOT)
-        ARTIFACTS.mkdir(exist_ok=True)
         if (tmp_path / "dashboard.png").exists():
             shutil.copy(tmp_path / "dashboard.png", ARTIFACTS / "dashboard.png")
         assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n--- dashboard log ---\n{service.log()}"

@@ -251,7 +251,8 @@ def test_map_gives_each_department_the_7_day_file_values(filled: tuple[Settings,
     assert departments["75"]["incidence_previous_week"] == series[jour(2)]["incidence"]
     csv_text = client.get("/api/v1/map", params={"day": jour(9), "format": "csv"}, headers=AUTH).text
     assert csv_text.splitlines()[0] == (
-        "department;region;p7;t7;incidence;positivity;incidence_previous_week;incidence_change_pct"
+        "department;name;region;region_name;p7;t7;incidence;positivity;incidence_previous_week;"
+        "incidence_change_pct;small_count"
     )
     assert len(csv_text.splitlines()) == 105
 
@@ -297,7 +298,9 @@ def test_every_endpoint_answers_csv(filled: tuple[Settings, TestClient, Path]) -
     assert "attachment" in response.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(response.text), delimiter=";"))
     assert len(rows) == 10 and rows[0]["day"] == jour(0)
-    assert set(rows[0]) == {"day", "p", "t", "p7", "t7", "incidence", "positivity"}
+    assert set(rows[0]) == {"day", "p", "t", "p7", "t7", "incidence", "positivity", "provisional"}
+    # the clock is 30 days after the data: nothing is provisional any more
+    assert {r["provisional"] for r in rows} == {"0"}
 
 
 @pytest.mark.parametrize(
@@ -341,3 +344,124 @@ def test_labs_period_is_bounded_and_access_is_required(filled: tuple[Settings, T
     meta = get(client, "/api/v1/meta")
     assert (meta["first_day"], meta["last_day"]) == (jour(0), jour(9))
     assert date.fromisoformat(str(meta["last_day"])) == DAY0.date() + timedelta(days=9)
+
+
+def test_names_not_codes(filled: tuple[Settings, TestClient, Path]) -> None:
+    """Department names from INSEE's geographic code (vendored at build), region names, the page's rules."""
+    _, client, _ = filled
+    meta = get(client, "/api/v1/meta")
+    departments = {d["code"]: d for d in meta["departments"]}
+    assert len(departments) == 104
+    assert departments["69"]["name"] == "Rhône" and departments["2A"]["name"] == "Corse-du-Sud"
+    assert departments["971"]["name"] == "Guadeloupe" and departments["978"]["name"] == "Saint-Martin"
+    assert all(d["name"] != d["code"] for d in meta["departments"]), "every department has a name"
+    assert {r["code"]: r["name"] for r in meta["regions"]}["84"] == "Auvergne-Rhône-Alpes"
+    assert meta["rules"] == {
+        "provisional_days": 3, "small_count_p7": 20, "incidence_thresholds": [10, 50, 150, 250, 500, 1000],
+        "late_median_hours": 24, "max_age_weeks": 26,
+    }
+    body = get(client, "/api/v1/map", day=jour(9))
+    paris = next(d for d in body["departments"] if d["department"] == "75")
+    assert (paris["name"], paris["region"], paris["region_name"]) == ("Paris", "11", "Île-de-France")
+    # fewer than 20 positives over 7 days: flagged, whatever the rate
+    assert all(d["small_count"] == (d["p7"] < 20) for d in body["departments"])
+    assert paris["small_count"] and paris["incidence"] is not None
+    saint_martin = next(d for d in body["departments"] if d["department"] == "978")
+    assert saint_martin["region"] is None and saint_martin["region_name"] is None
+
+
+def test_lab_names_from_the_registry(filled: tuple[Settings, TestClient, Path]) -> None:
+    settings, client, _ = filled
+    with psycopg.connect(libpq_url(settings.require_database())) as conn:
+        conn.execute(
+            "INSERT INTO labs (lab_id, name) VALUES ('LAB-A', 'Laboratoire Alpha Biologie') "
+            "ON CONFLICT (lab_id) DO NOTHING"
+        )
+    body = get(client, "/api/v1/labs/reporting", **{"from": jour(0), "to": jour(2)})
+    period = {r["lab"]: r for r in body["period"]}
+    assert period["LAB-A"]["name"] == "Laboratoire Alpha Biologie"
+    assert period["LAB-B"]["name"] is None  # not in the registry: the page shows its id
+    assert {r["name"] for r in body["days"] if r["lab"] == "LAB-A"} == {"Laboratoire Alpha Biologie"}
+    later = get(client, "/api/v1/labs/reporting", **{"from": jour(3), "to": jour(4)})
+    assert {s["lab"]: s["name"] for s in later["silent"]}["LAB-A"] == "Laboratoire Alpha Biologie"
+    csv_text = client.get(
+        "/api/v1/labs/reporting", headers=AUTH, params={"from": jour(0), "to": jour(2), "view": "period",
+                                                        "format": "csv"},
+    ).text
+    assert csv_text.splitlines()[0].startswith("lab;name;day;results;positives;")
+    assert "LAB-A;Laboratoire Alpha Biologie;" in csv_text
+
+
+def test_age_week_heat_map(filled: tuple[Settings, TestClient, Path]) -> None:
+    """Blocks of 7 days ending on `to`: the last one is the 7-day file's P7, T7 and rates per age class."""
+    _, client, folder = filled
+    body = get(client, "/api/v1/ages", level="dep", code="75", to=jour(9), weeks="2")
+    cells = {(c["first_day"], c["age_class"]): c for c in body["cells"]}
+    assert len(body["cells"]) == 2 * 10
+    assert {c["last_day"] for c in body["cells"]} == {jour(2), jour(9)}
+    sliding = {(r["cl_age90"]): r for r in read_csv(folder / "sp-pos-7j-dep.csv")
+               if r["dep"] == "75" and r["jour"] == jour(9)}
+    for age in ("29", "49", "89"):
+        cell, row = cells[(jour(3), age)], sliding[age]
+        assert (cell["p"], cell["t"]) == (int(row["P7"]), int(row["T7"])), age
+        assert f"{cell['incidence']:.2f}" == row["tx_incid"], age
+        assert (f"{cell['positivity']:.2f}" if cell["positivity"] is not None else "") == row["tx_pos"], age
+    daily = [r for r in read_csv(folder / "sp-pos-quot-dep.csv")
+             if r["dep"] == "75" and r["cl_age90"] == "29" and jour(-4) <= r["jour"] <= jour(2)]
+    assert cells[(jour(-4), "29")]["p"] == sum(int(r["P"]) for r in daily)
+    fra = get(client, "/api/v1/ages", level="fra", to=jour(9), weeks="1", sex="F")
+    assert all(c["incidence"] is None for c in fra["cells"])  # no population by sex
+    csv_text = client.get("/api/v1/ages", headers=AUTH, params={"level": "reg", "code": "11", "to": jour(9),
+                                                                "format": "csv"}).text
+    assert csv_text.splitlines()[0] == "first_day;last_day;age_class;p;t;incidence;positivity;provisional"
+    assert len(csv_text.splitlines()) == 1 + 12 * 10
+    for bad, reason in (({"weeks": "0"}, "weeks"), ({"weeks": "27"}, "weeks"), ({"code": "99"}, "unknown")):
+        response = client.get("/api/v1/ages", headers=AUTH,
+                              params={"level": "dep", "code": "75", "to": jour(9), **bad})
+        assert response.status_code == 422 and reason in response.json()["detail"]
+
+
+def test_the_last_three_collection_days_are_provisional(filled: tuple[Settings, TestClient, Path]) -> None:
+    settings, _, _ = filled
+    engine = make_engine(settings.require_database())
+    try:
+        client = TestClient(build_app(settings, engine, clock=lambda: at(9, 3)))  # "today" is day 9
+        days = get(client, "/api/v1/indicators", level="fra", **{"from": jour(0), "to": jour(9)})["days"]
+        assert [d["day"] for d in days if d["provisional"]] == [jour(7), jour(8), jour(9)]
+        ages = get(client, "/api/v1/ages", level="fra", to=jour(9), weeks="2")["cells"]
+        assert {(c["last_day"], c["provisional"]) for c in ages} == {(jour(2), False), (jour(9), True)}
+        assert get(client, "/api/v1/meta")["today"] == jour(9)
+    finally:
+        engine.dispose()
+
+
+def test_lab_names_need_only_a_column_grant(filled: tuple[Settings, TestClient, Path]) -> None:
+    """The dashboard reads `labs (lab_id, name)` only; a role without that grant still gets the report
+    (ids instead of names), one with `GRANT SELECT (lab_id, name)` gets the names."""
+    import uuid
+
+    from services.dashboard.queries import lab_report
+
+    settings, _, _ = filled
+    url = libpq_url(settings.require_database())
+    role = f"dashboard_probe_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} NOLOGIN")
+        conn.execute(f"GRANT SELECT ON lab_daily, lab_delays TO {role}")
+        conn.execute("INSERT INTO labs (lab_id, name) VALUES ('LAB-B', 'Laboratoire Bêta') "
+                     "ON CONFLICT (lab_id) DO NOTHING")
+    try:
+        def names() -> dict[str, str | None]:
+            with psycopg.connect(url) as conn:
+                conn.execute(f"SET ROLE {role}")
+                report = lab_report(conn, DAY0.date(), DAY0.date() + timedelta(days=2), at(30))
+            return {r.lab: r.name for r in report.period}
+
+        assert names()["LAB-B"] is None
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"GRANT SELECT (lab_id, name) ON labs TO {role}")
+        assert names()["LAB-B"] == "Laboratoire Bêta"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"REVOKE ALL ON lab_daily, lab_delays, labs FROM {role}")
+            conn.execute(f"DROP ROLE {role}")

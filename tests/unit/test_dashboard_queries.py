@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import math
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -157,3 +158,35 @@ def test_delay_percentiles_are_the_smallest_delays_reaching_half_and_nine_tenths
         assert per_day[(lab, day)] == brute([(h, n) for la, d, h, n in rows if (la, d) == (lab, day)])
     for lab in {r[0] for r in rows}:
         assert per_lab[lab] == brute([(h, n) for la, _, h, n in rows if la == lab])
+
+
+def test_the_last_three_collection_days_are_provisional() -> None:
+    from services.dashboard.queries import PROVISIONAL_DAYS, is_provisional
+
+    today = date(2022, 1, 20)
+    assert PROVISIONAL_DAYS == 3
+    assert [d for d in range(15, 22) if is_provisional(date(2022, 1, d), today)] == [18, 19, 20, 21]
+    assert not is_provisional(date(2022, 1, 20), None)  # no reference day: nothing is
+
+
+def test_names_from_the_vendored_geographic_code(tmp_path: Path) -> None:
+    """`make install` writes geo-names.json from @etalab/decoupage-administratif; without it, codes."""
+    from services.dashboard.names import GEO_NAMES, load_names
+
+    names = load_names({"84": "Auvergne-Rhône-Alpes (reference)"})
+    assert GEO_NAMES.exists(), "run `make install`"
+    assert {d: names.department(d) for d in ("01", "2A", "2B", "69", "971", "976", "977", "978")} == {
+        "01": "Ain", "2A": "Corse-du-Sud", "2B": "Haute-Corse", "69": "Rhône", "971": "Guadeloupe",
+        "976": "Mayotte", "977": "Saint-Barthélemy", "978": "Saint-Martin",
+    }
+    assert all(names.department(d) != d for d in GEOGRAPHY.departments)
+    assert names.region("84") == "Auvergne-Rhône-Alpes (reference)"  # the reference data's names first
+    assert names.region("94") == "Corse" and names.region(None) is None
+    missing = load_names({"11": "Île-de-France"}, tmp_path / "absent.json")
+    assert (missing.department("69"), missing.region("11")) == ("69", "Île-de-France")
+
+
+def test_silent_labs_carry_their_registry_name() -> None:
+    as_of = datetime(2022, 1, 10, 12, tzinfo=UTC)
+    found = silent_labs([("LAB-A", date(2022, 1, 5)), ("LAB-B", date(2022, 1, 6))], as_of, {"LAB-A": "Alpha"})
+    assert [(s.lab, s.name) for s in found] == [("LAB-A", "Alpha"), ("LAB-B", None)]

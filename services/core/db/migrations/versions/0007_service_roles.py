@@ -54,6 +54,7 @@ GRANTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("SELECT", "lab_delays"),
         ("SELECT", "dashboard_national_daily"),
         ("SELECT", "dashboard_region_daily"),
+        ("SELECT (lab_id, name)", "labs"),  # lab names on the page; never tokens or certificates
     ),
     # `labflow labs`: registers labs, enables them, issues tokens
     "labflow_labs": ((RW, "labs"),),
