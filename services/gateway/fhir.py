@@ -130,6 +130,12 @@ def _patient_fields(path: str, patient: dict[str, Any]) -> tuple[dict[str, str],
         "birth_date": f"{path}.birthDate",
         "sex": f"{path}.gender",
         "postal_code": f"{path}.address.postalCode",
+        "patient_id": f"{path}.identifier",
+        "street": f"{path}.address.line",
+        "city": f"{path}.address.city",
+        "country": f"{path}.address.country",
+        "phone": f"{path}.telecom",
+        "email": f"{path}.telecom",
     }
     for identifier in _list(patient.get("identifier")):
         identifier = _obj(identifier)
