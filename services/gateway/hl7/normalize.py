@@ -38,7 +38,7 @@ from services.core.domain.model import (
     make_result_id,
 )
 from services.core.reference import load_reference
-from services.gateway.hl7.content import clean_message, decode_payload, screen
+from services.gateway.hl7.content import clean, clean_message, decode_payload, screen
 from services.gateway.hl7.parse import Encoding, ParseError, Segment, parse_message
 from services.gateway.identity import IdentityProtector
 from services.gateway.ins import ins_error, normalize_matricule
@@ -811,8 +811,9 @@ def normalize_oru(
         message = parse_message(decoded.text)
     except ParseError as exc:
         code = DATA_TYPE_ERROR if exc.field == 2 else SEGMENT_SEQUENCE_ERROR
+        # a readable MSH still gets its MSH-10 echoed, whatever follows it
         return Normalized(
-            None,
+            normalize_header(clean(decoded.text)) if exc.segment != "MSH" else None,
             issues=[
                 Issue(exc.segment or "", 1 if exc.segment else 0, exc.field, None, code, "E", exc.text, True)
             ],
