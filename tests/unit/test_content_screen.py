@@ -124,6 +124,12 @@ def test_a_control_character_as_a_delimiter_is_ar() -> None:
     assert normalized.issues[0].field == 1
 
 
+def test_a_segment_cut_by_a_stray_cr_is_ar_and_still_echoes_msh_10() -> None:
+    normalized = normalize(edit(b"PV1|1|O", b"PV1|1|O\rP!D|x"))
+    assert normalized.ack_code == "AR"
+    assert normalized.header is not None and normalized.header.control_id == "OK251"
+
+
 @pytest.mark.parametrize("escape", [b"\\X00\\", b"\\X1B\\", b"\\X7F\\", b"\\XC285\\"])
 def test_an_escape_sequence_standing_for_a_control_character_is_refused(escape: bytes) -> None:
     normalized = normalize(edit(b"S0001&LAB", b"S0" + escape + b"001&LAB"))
