@@ -217,6 +217,19 @@ def test_long_text_where_labflow_reads_no_value_is_not_a_length_error() -> None:
     assert normalize(raw).ack_code == "AA"
 
 
+@pytest.mark.parametrize(
+    ("old", "where"),
+    [(b"|20240115080000+0100\r", ("SPM", 1, 17)), (b"|||20240115100000+0100\rSPM", ("OBX", 1, 14))],
+)
+@pytest.mark.parametrize("time", [b"00010101000000+2359", b"17991231", b"99991231235959-2359"])
+def test_a_time_out_of_any_plausible_range_is_ae_not_an_exception(
+    old: bytes, where: tuple[str, int, int], time: bytes
+) -> None:
+    normalized = normalize(edit(old, old[: old.index(b"2024")] + time + old[old.index(b"+0100") + 5 :]))
+    assert normalized.ack_code == "AE"
+    assert [(i.segment, i.sequence, i.field, i.code) for i in normalized.issues] == [(*where, "102")]
+
+
 # -- FHIR ----------------------------------------------------------------------------------------
 
 

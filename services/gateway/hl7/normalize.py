@@ -149,6 +149,9 @@ _FINESS_TYPE = "FINESS"
 _FRANCE = frozenset({"", "FRA", "FR", "FRANCE", "250"})
 
 CLOCK_SKEW = timedelta(minutes=5)
+# no lab datum is older or later; within these, any offset or time-zone conversion stays in `datetime`'s
+# range (year 1 with +23:59 used to raise OverflowError and drop the connection instead of answering)
+MIN_YEAR, MAX_YEAR = 1800, 9998
 MAX_AGE_YEARS = 120
 
 # HL7 table 0357
@@ -268,6 +271,8 @@ def parse_dtm(value: str) -> datetime:
     n = len(value)
     if n not in (4, 6, 8, 10, 12, 14) or not (value.isascii() and value.isdigit()):
         raise ValueError("bad date/time")
+    if not MIN_YEAR <= int(value[:4]) <= MAX_YEAR:
+        raise ValueError("date/time out of range")
     return datetime(
         int(value[:4]),
         int(value[4:6]) if n >= 6 else 1,
