@@ -73,6 +73,13 @@ _FIELD_COLUMNS: dict[tuple[str, int | None, int | None], str] = {
     ("PID", 7, None): "birth_date",
     ("PID", 8, None): "sex",
     ("PID", 11, None): "postal_code",
+    ("PID", 11, 1): "street",
+    ("PID", 11, 3): "city",
+    ("PID", 11, 5): "postal_code",
+    ("PID", 11, 6): "country",
+    ("PID", 13, 1): "phone",
+    ("PID", 13, 4): "email",
+    ("PID", 23, None): "birth_place",
     ("OBR", 3, None): "specimen_id",
     ("OBR", 7, None): "collected_at",
     ("OBR", 22, None): "result_at",
@@ -80,12 +87,14 @@ _FIELD_COLUMNS: dict[tuple[str, int | None, int | None], str] = {
     ("OBX", 5, None): "result",
     ("OBX", 11, None): "status",
     ("OBX", 14, None): "observed_at",
+    ("OBX", 23, None): "performing_lab",
     ("SPM", 2, None): "specimen_id",
     ("SPM", 4, None): "specimen_type",
     ("SPM", 17, None): "collected_at",
 }
 _SEXES = {"FEMALE": "F", "MALE": "M", "OTHER": "O", "UNKNOWN": "U"}
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 class CsvError(ValueError):
@@ -111,6 +120,10 @@ class Converted:
         column = _FIELD_COLUMNS.get((issue.segment, issue.field, issue.component)) or _FIELD_COLUMNS.get(
             (issue.segment, issue.field, None)
         )
+        if (issue.segment, issue.field) == ("PID", 3) and issue.repetition:
+            # PID-3 repeats: the lab's patient id first, then the INS (see `_pid`)
+            identifiers = [c for c, v in (("patient_id", row.patient_id), ("ins", row.ins)) if v]
+            column = identifiers[issue.repetition - 1] if issue.repetition <= len(identifiers) else column
         if column is None:
             return row.where
         return row.paths.get(column) or f"{row.where}, column {column}"
@@ -178,9 +191,10 @@ def build_oru(
             origins[("OBR", counts["OBR"])] = origins[("SPM", counts["OBR"])] = members[0]
             specimen_id, collected = e(row.specimen_id), e(to_dtm(row.collected_at))
             result_at = e(to_dtm(row.result_at)) if row.result_at else ""
-            segments.append(f"ORC|RE|{specimen_id}|{specimen_id}")
-            # the collection time goes to SPM-17 only: OBR-7 would have it reported twice when invalid
-            obr = ["OBR", str(counts["OBR"]), specimen_id, specimen_id, "", "", "", ""]
+            segments.append("ORC|RE")
+            # each value is written once, so each of its problems is reported once: the specimen id
+            # to SPM-2 only (OBR-2/3 would repeat it), the collection time to SPM-17 only
+            obr = ["OBR", str(counts["OBR"]), "", "", "", "", "", ""]
             obr += [""] * 14 + [result_at, "", "", "F"]
             segments.append("|".join(obr))
             for obx_index, member in enumerate(members, start=1):
@@ -191,7 +205,9 @@ def build_oru(
             spm = ["SPM", "1", f"{specimen_id}&{e(lab_id)}", "", specimen_type]
             spm += [""] * 12 + [collected]
             segments.append("|".join(spm))
-    return Converted(("\r".join(segments) + "\r").encode("utf-8"), rows, origins, list(issues or []))
+    # a lone surrogate (a FHIR "\ud800") is passed on, for the content screen to refuse it where it is
+    er7 = ("\r".join(segments) + "\r").encode("utf-8", "surrogatepass")
+    return Converted(er7, rows, origins, list(issues or []))
 
 
 def _pid(index: int, row: ResultRow, lab_id: str) -> str:
@@ -223,7 +239,7 @@ def _obx(index: int, row: ResultRow) -> str:
     obx = ["OBX", str(index), value_type, f"{e(row.loinc.strip())}^^LN", "", value, "", "", "", ""]
     obx += ["", e(row.status.strip().upper()), "", "", observed]
     if row.performing_lab:
-        obx += [""] * 8 + [f"{e(row.performing_lab)}^^^^^^^^^{e(row.performing_lab)}"]
+        obx += [""] * 8 + [e(row.performing_lab)]
     return "|".join(obx)
 
 
@@ -237,12 +253,22 @@ class CsvRow:
     issues: list[tuple[Issue, str]]
 
 
+def _check_decoded(text: str, where: str) -> None:
+    undecodable = _UNDECODABLE.search(text)
+    if undecodable is not None:
+        byte = ord(undecodable.group()) - 0xDC00
+        at = undecodable.start() + 1
+        raise CsvError(f"the CSV is not UTF-8: byte 0x{byte:02X} {where} (character {at})")
+
+
 def parse_csv(body: bytes) -> list[CsvRow]:
     """The rows of a results CSV; CsvError when the body or its header cannot be used at all."""
+    utf8 = True
     try:
         text = body.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CsvError(f"the CSV is not UTF-8 (byte {exc.start})") from exc
+    except UnicodeDecodeError:
+        # read on to say where: an undecodable byte b is U+DC00+b in `text`
+        text, utf8 = body.decode("utf-8-sig", "surrogateescape"), False
     lines = text.splitlines(keepends=True)
     if not lines or not lines[0].strip():
         raise CsvError("the CSV is empty: a header line is required")
@@ -250,6 +276,7 @@ def parse_csv(body: bytes) -> list[CsvRow]:
     reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
     try:
         header = [name.strip().lower() for name in next(reader)]
+        _check_decoded(",".join(header), "in the header line")
         unknown = [name for name in header if name not in COLUMNS]
         if unknown:
             raise CsvError(
@@ -266,11 +293,15 @@ def parse_csv(body: bytes) -> list[CsvRow]:
         rows: list[CsvRow] = []
         last_line = reader.line_num
         for values in reader:
-            raw = (header_raw + "".join(lines[last_line : reader.line_num])).encode("utf-8")
+            raw_text = header_raw + "".join(lines[last_line : reader.line_num])
+            raw = raw_text.encode("utf-8", "surrogateescape")  # the bytes as sent
             last_line = reader.line_num
             if not any(v.strip() for v in values):
                 continue
             number = len(rows) + 1
+            if not utf8:
+                for name, value in zip(header, values, strict=False):
+                    _check_decoded(value, f"at row {number}, column {name}")
             issues: list[tuple[Issue, str]] = []
             if len(values) != len(header):
                 text_ = f"row {number}: {len(values)} fields, the header has {len(header)}"

@@ -37,6 +37,8 @@ class FhirError(ValueError):
 class BundleContent:
     control_id: str
     """Bundle.identifier.value, else Bundle.id ("" when neither is sent)."""
+    control_id_path: str = "Bundle.identifier.value"
+    """Where `control_id` was read: how a problem of MSH-10 is located in FHIR terms."""
     rows: list[ResultRow] = field(default_factory=list)
     issues: list[tuple[Issue, str]] = field(default_factory=list)
     performers: list[tuple[str, ...]] = field(default_factory=list)
@@ -128,6 +130,12 @@ def _patient_fields(path: str, patient: dict[str, Any]) -> tuple[dict[str, str],
         "birth_date": f"{path}.birthDate",
         "sex": f"{path}.gender",
         "postal_code": f"{path}.address.postalCode",
+        "patient_id": f"{path}.identifier",
+        "street": f"{path}.address.line",
+        "city": f"{path}.address.city",
+        "country": f"{path}.address.country",
+        "phone": f"{path}.telecom",
+        "email": f"{path}.telecom",
     }
     for identifier in _list(patient.get("identifier")):
         identifier = _obj(identifier)
@@ -182,7 +190,10 @@ def read_bundle(document: Any) -> BundleContent:
     entries = bundle.get("entry", [])
     if not isinstance(entries, list):
         raise FhirError("Bundle.entry must be an array")
-    content = BundleContent(_str(_obj(bundle.get("identifier")).get("value")) or _str(bundle.get("id")))
+    identifier = _str(_obj(bundle.get("identifier")).get("value"))
+    content = BundleContent(identifier or _str(bundle.get("id")))
+    if not identifier:
+        content.control_id_path = "Bundle.id"
     index = _Bundle(entries)
     reports = [(p, r) for p, r in index.resources if _str(r.get("resourceType")) == "DiagnosticReport"]
     if not reports:

@@ -421,6 +421,8 @@ def create_app(
         located = {id(issue): where for issue, where in converted.issues}
 
         def locate(issue: Issue) -> str | None:
+            if (issue.segment, issue.field) == ("MSH", 10):
+                return content.control_id_path
             return located.get(id(issue)) or (converted.locate(issue) if issue.segment else None)
 
         return await finish(submission, [outcome], [_item(0, "bundle", outcome, locate)], [], forbidden)

@@ -15,7 +15,7 @@ _POSTAL_EXCEPTIONS = {"97133": "977", "97150": "978"}
 def department_from_postal_code(cp: str) -> str | None:
     """INSEE department code of a French postal code; None for Monaco/New Caledonia… (98x) or invalid."""
     cp = cp.strip()
-    if len(cp) != 5 or not cp.isdigit():
+    if len(cp) != 5 or not (cp.isascii() and cp.isdigit()):  # not "٧٥٠٠١": str.isdigit is Unicode
         return None
     head = cp[:2]
     if head == "20":

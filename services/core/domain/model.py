@@ -1,6 +1,7 @@
 """The canonical lab result (SPEC §3): the contract of `lab.results.v1`.
 
-Pure data: no I/O. The gateway builds these from HL7/FHIR/CSV; the worker stores them.
+Pure data: no I/O. The gateway builds these from HL7/FHIR/CSV; the worker stores them. Text lengths
+are bounded by `limits` (what the PostgreSQL columns carry), which the gateway checks before building.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from services.core.domain.limits import FINESS_MAX, POSTAL_CODE_MAX, TEXT_MAX
 
 SCHEMA_VERSION: Final = 1
 PARIS = ZoneInfo("Europe/Paris")
@@ -96,11 +99,15 @@ class LabResult(BaseModel):
     result_id: str = Field(min_length=8, max_length=64, description="Deterministic idempotency key")
 
     # where it came from
-    sending_application: str = Field(description="MSH-3")
-    sending_facility: str = Field(description="MSH-4: the lab id")
-    lab_finess: str | None = Field(default=None, description="FINESS of the sending lab, where given")
-    performing_lab: str | None = Field(default=None, description="OBX-23 / OBX-15 performing organization")
-    message_control_id: str = Field(description="MSH-10")
+    sending_application: str = Field(max_length=TEXT_MAX, description="MSH-3")
+    sending_facility: str = Field(max_length=TEXT_MAX, description="MSH-4: the lab id")
+    lab_finess: str | None = Field(
+        default=None, max_length=FINESS_MAX, description="FINESS of the sending lab, where given"
+    )
+    performing_lab: str | None = Field(
+        default=None, max_length=TEXT_MAX, description="OBX-23 / OBX-15 performing organization"
+    )
+    message_control_id: str = Field(max_length=TEXT_MAX, description="MSH-10")
     transport: Transport
     received_at: AwareDatetime
 
@@ -110,7 +117,7 @@ class LabResult(BaseModel):
     sex: Sex
     birth_year: int | None = Field(default=None, ge=1880, le=2100)
     age_class: str | None = Field(default=None, description="cl_age90 code at collection: 09, 19 … 89, 90")
-    postal_code: str | None = None
+    postal_code: str | None = Field(default=None, max_length=POSTAL_CODE_MAX)
     department: str | None = Field(default=None, description="INSEE department code: 01, 2A, 971…")
     region: str | None = Field(default=None, description="INSEE region code")
     sealed_identity: str | None = Field(
@@ -118,8 +125,10 @@ class LabResult(BaseModel):
     )
 
     # specimen and test
-    specimen_id: str | None = Field(default=None, description="SPM-2 / OBR-3 filler order number")
-    specimen_type: str | None = Field(default=None, description="SPM-4 code")
+    specimen_id: str | None = Field(
+        default=None, max_length=TEXT_MAX, description="SPM-2 / OBR-3 filler order number"
+    )
+    specimen_type: str | None = Field(default=None, max_length=TEXT_MAX, description="SPM-4 code")
     collected_at: AwareDatetime = Field(description="SPM-17 / OBR-7")
     loinc: str = Field(description="OBX-3 LOINC code")
     test_kind: TestKind

@@ -61,7 +61,7 @@ def _err_v25(issue: Issue, enc: Encoding) -> list[str]:
                 issue.segment,
                 str(issue.sequence),
                 "" if issue.field is None else str(issue.field),
-                "",
+                "" if issue.repetition is None else str(issue.repetition),
                 "" if issue.component is None else str(issue.component),
             )
         ).rstrip(c)

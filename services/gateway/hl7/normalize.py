@@ -4,7 +4,9 @@ Acknowledgement policy: a message is accepted (AA) or refused as a whole. Any er
 makes it AE; the results built from its valid parts are still listed in `Normalized.results` for
 diagnostics, but the gateway must not publish any of them: the lab fixes and re-sends the message,
 and `result_id` makes the re-send idempotent. Rejections (AR) are for what is not ours to read: not
-HL7, not ORU^R01, unsupported version, or a sending lab other than the authenticated one.
+HL7, not ORU^R01, unsupported version, or a sending lab other than the authenticated one. Content the
+store cannot carry (undecodable bytes, control characters, over-long values: see `content`) is AE
+with an ERR 102 at each place, and nothing else of the message is read.
 
 Structure: PID starts a patient, ORC/OBR an order group; OBX and SPM belong to the current OBR group
 whatever their order (2.5.1 puts SPM after the OBXs: the SPM applies to the whole group, so a group
@@ -36,6 +38,7 @@ from services.core.domain.model import (
     make_result_id,
 )
 from services.core.reference import load_reference
+from services.gateway.hl7.content import clean, clean_message, decode_payload, screen
 from services.gateway.hl7.parse import Encoding, ParseError, Segment, parse_message
 from services.gateway.identity import IdentityProtector
 from services.gateway.ins import ins_error, normalize_matricule
@@ -146,6 +149,9 @@ _FINESS_TYPE = "FINESS"
 _FRANCE = frozenset({"", "FRA", "FR", "FRANCE", "250"})
 
 CLOCK_SKEW = timedelta(minutes=5)
+# no lab datum is older or later; within these, any offset or time-zone conversion stays in `datetime`'s
+# range (year 1 with +23:59 used to raise OverflowError and drop the connection instead of answering)
+MIN_YEAR, MAX_YEAR = 1800, 9998
 MAX_AGE_YEARS = 120
 
 # HL7 table 0357
@@ -205,6 +211,8 @@ class Issue:
     """HL7 table 0516 (v2.5): E error, W warning. Rejections are E too, with `reject` set."""
     text: str
     reject: bool = False
+    repetition: int | None = None
+    """Field repetition, 1-based, where known (ERR-2.4)."""
 
     @property
     def is_error(self) -> bool:
@@ -263,6 +271,8 @@ def parse_dtm(value: str) -> datetime:
     n = len(value)
     if n not in (4, 6, 8, 10, 12, 14) or not (value.isascii() and value.isdigit()):
         raise ValueError("bad date/time")
+    if not MIN_YEAR <= int(value[:4]) <= MAX_YEAR:
+        raise ValueError("date/time out of range")
     return datetime(
         int(value[:4]),
         int(value[4:6]) if n >= 6 else 1,
@@ -801,17 +811,21 @@ def normalize_oru(
     authenticated_lab: str | None = None,
 ) -> Normalized:
     """Parse, validate and normalize one ORU^R01 message (see the module docstring for the policy)."""
+    decoded = decode_payload(raw)
     try:
-        message = parse_message(raw)
+        message = parse_message(decoded.text)
     except ParseError as exc:
         code = DATA_TYPE_ERROR if exc.field == 2 else SEGMENT_SEQUENCE_ERROR
+        # a readable MSH still gets its MSH-10 echoed, whatever follows it
         return Normalized(
-            None,
+            normalize_header(clean(decoded.text)) if exc.segment != "MSH" else None,
             issues=[
                 Issue(exc.segment or "", 1 if exc.segment else 0, exc.field, None, code, "E", exc.text, True)
             ],
         )
-    header = _header(message.msh, message.charset)
+    findings = screen(message, decoded)
+    msh = clean_message(message).msh if findings else message.msh
+    header = _header(msh, msh.field(18))
     rejection = _reject(header)
     if (
         rejection is None
@@ -831,6 +845,15 @@ def normalize_oru(
         )
     if rejection is not None:
         return Normalized(header, issues=[rejection])
+    if findings:
+        # what the store cannot carry (services.gateway.hl7.content): nothing else is worth reading
+        issues = [
+            Issue(
+                f.segment, f.sequence, f.field, f.component, DATA_TYPE_ERROR, "E", f.text, False, f.repetition
+            )
+            for f in findings
+        ]
+        return Normalized(header, issues=issues)
 
     normalizer = _Normalizer(header, received_at, transport, protector, now or datetime.now(UTC))
     if not header.control_id:

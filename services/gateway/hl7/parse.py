@@ -239,14 +239,14 @@ def _decode(raw: bytes) -> str:
 
 def _encoding(text: str) -> Encoding:
     fs = text[3] if len(text) > 3 else ""
-    if not fs or fs.isalnum() or fs.isspace():
+    if not fs or fs.isalnum() or not fs.isprintable() or fs.isspace():
         raise ParseError("MSH-1: invalid field separator", "MSH", 1)
     end = text.find(fs, 4)
     chars = text[4:] if end < 0 else text[4:end]
     # a fifth character (truncation, v2.7) is tolerated and ignored
     if len(chars) not in (4, 5) or len(set(chars + fs)) != len(chars) + 1:
         raise ParseError("MSH-2: invalid encoding characters", "MSH", 2)
-    if any(ch.isalnum() or ch.isspace() for ch in chars):
+    if any(ch.isalnum() or ch.isspace() or not ch.isprintable() for ch in chars):
         raise ParseError("MSH-2: invalid encoding characters", "MSH", 2)
     if chars == "^~\\&" and fs == "|":
         return DEFAULT_ENCODING
