@@ -13,8 +13,8 @@ from confluent_kafka.cimpl import NewTopic
 
 from services.core.config import Settings
 from services.core.errors import KafkaUnavailable
-from services.core.limits import PRODUCER_BATCH_BYTES, SizeLimits
 from services.core.logs import librdkafka_logger
+from services.core.record_sizes import PRODUCER_BATCH_BYTES, SizeLimits
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
         "linger.ms": 2,
         "compression.type": "lz4",
         "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
-        # derived from the documented intake limits (services/core/limits.py)
+        # derived from the documented intake limits (services/core/record_sizes.py)
         "message.max.bytes": SizeLimits.of(settings).record_bytes,
         "batch.size": PRODUCER_BATCH_BYTES,
     }

@@ -7,7 +7,7 @@ reasons, to the rejected topic before the lab is answered, so nothing is dropped
 Every payload gets an answer (SPEC §9.1): Kafka not confirming, or anything failing unexpectedly
 while a payload is handled, is AE (send it again), never an exception for the transport to turn
 into a closed connection. What Kafka cannot carry (a payload over the documented limit, or a record
-over the size limits derived from it in `services/core/limits.py`) is refused with AR, and the
+over the size limits derived from it in `services/core/record_sizes.py`) is refused with AR, and the
 rejected topic keeps its SHA-256 and size instead of the payload.
 """
 

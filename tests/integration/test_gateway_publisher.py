@@ -10,7 +10,7 @@ from confluent_kafka import KafkaError
 
 from services.core.config import Settings
 from services.core.kafka import producer_config
-from services.core.limits import SizeLimits
+from services.core.record_sizes import SizeLimits
 from services.gateway.publish import KafkaPublisher, Record, RecordTooLarge
 from tests.support import free_port, wait_until
 

@@ -16,7 +16,7 @@ from nacl.public import PrivateKey
 
 from services.core.config import Settings, Topics
 from services.core.domain.model import Transport
-from services.core.limits import ENVELOPE_BYTES, SizeLimits, base64_size
+from services.core.record_sizes import ENVELOPE_BYTES, SizeLimits, base64_size
 from services.gateway.identity import IdentityProtector
 from services.gateway.intake import Intake
 from services.gateway.mllp import END, START
