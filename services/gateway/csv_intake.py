@@ -101,6 +101,10 @@ class CsvError(ValueError):
     """The body cannot be read as a results CSV at all (4xx); row problems are per-row issues."""
 
 
+class NoRows(CsvError):
+    """A readable header and nothing after it: nothing to process (422, not 400)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Converted:
     """An ORU^R01 written from rows, with the problems found before it (already located)."""
@@ -313,5 +317,5 @@ def parse_csv(body: bytes) -> list[CsvRow]:
     except csv.Error as exc:
         raise CsvError(f"line {reader.line_num}: {exc}") from exc
     if not rows:
-        raise CsvError("the CSV has a header but no rows")
+        raise NoRows("the CSV has a header but no rows")
     return rows

@@ -38,8 +38,9 @@ from services.core.db import tables
 from services.core.db.engine import make_engine
 from services.core.domain.model import Transport
 from services.core.logs import get_logger
-from services.gateway.csv_intake import Converted, CsvError, build_oru, parse_csv
+from services.gateway.csv_intake import Converted, CsvError, NoRows, build_oru, parse_csv
 from services.gateway.fhir import FhirError, read_bundle
+from services.gateway.fhir_outcome import FHIR_JSON, operation_outcome, wants_fhir
 from services.gateway.hl7.batch import split_batch
 from services.gateway.hl7.normalize import (
     APPLICATION_INTERNAL_ERROR,
@@ -165,14 +166,17 @@ def _hl7_location(issue: Issue) -> str | None:
     return f"{issue.segment}-{issue.field}" + (f".{issue.component}" if issue.component else "")
 
 
-def _reasons(issues: Sequence[Issue], locate: Callable[[Issue], str | None]) -> list[Reason]:
+def _reasons(
+    issues: Sequence[Issue], locate: Callable[[Issue], str | None], hl7: bool
+) -> list[Reason]:
+    """HL7 positions only for HL7 items; FHIR and CSV items are located in their own terms alone."""
     return [
         Reason(
             location=locate(i),
-            segment=i.segment or None,
-            sequence=i.sequence or None,
-            field=i.field,
-            component=i.component,
+            segment=(i.segment or None) if hl7 else None,
+            sequence=(i.sequence or None) if hl7 else None,
+            field=i.field if hl7 else None,
+            component=i.component if hl7 else None,
             code=i.code,
             severity=i.severity,
             text=i.text,
@@ -185,7 +189,9 @@ def _transient(outcome: IntakeOutcome) -> bool:
     return outcome.ack_code == "AE" and any(i.code == APPLICATION_INTERNAL_ERROR for i in outcome.issues)
 
 
-def _item(index: int, ref: str, outcome: IntakeOutcome, locate: Callable[[Issue], str | None]) -> Item:
+def _item(
+    index: int, ref: str, outcome: IntakeOutcome, locate: Callable[[Issue], str | None], hl7: bool = False
+) -> Item:
     return Item(
         index=index,
         ref=ref,
@@ -193,7 +199,7 @@ def _item(index: int, ref: str, outcome: IntakeOutcome, locate: Callable[[Issue]
         status="accepted" if outcome.ack_code == "AA" else "rejected",
         ack_code=outcome.ack_code,
         result_ids=[r.result_id for r in outcome.results],
-        reasons=_reasons(outcome.issues, locate),
+        reasons=_reasons(outcome.issues, locate, hl7),
     )
 
 
@@ -390,7 +396,7 @@ def create_app(
                     for i in chunk
                 )
             )
-        items = [_item(i, f"message {i + 1}", o, _hl7_location) for i, o in enumerate(outcomes)]
+        items = [_item(i, f"message {i + 1}", o, _hl7_location, hl7=True) for i, o in enumerate(outcomes)]
         return await finish(submission, outcomes, items, batch.warnings, forbidden)
 
     async def process_fhir(submission: _Submission, body: bytes) -> JSONResponse:
@@ -423,6 +429,8 @@ def create_app(
         def locate(issue: Issue) -> str | None:
             if (issue.segment, issue.field) == ("MSH", 10):
                 return content.control_id_path
+            if (issue.segment, issue.field) == ("MSH", 4):  # the sender: who performed the report
+                return "Bundle.entry.resource.ofType(DiagnosticReport).performer"
             return located.get(id(issue)) or (converted.locate(issue) if issue.segment else None)
 
         return await finish(submission, [outcome], [_item(0, "bundle", outcome, locate)], [], forbidden)
@@ -430,6 +438,8 @@ def create_app(
     async def process_csv(submission: _Submission, body: bytes) -> JSONResponse:
         try:
             rows = parse_csv(body)
+        except NoRows as exc:
+            return await submission.refuse_body(body, 422, "no-rows", str(exc))
         except CsvError as exc:
             return await submission.refuse_body(body, 400, "malformed-csv", str(exc))
         outcomes: list[IntakeOutcome] = []
@@ -467,7 +477,13 @@ def create_app(
 
     @app.post("/v1/results/fhir")
     async def post_fhir(request: Request) -> JSONResponse:
-        return await handle(request, Transport.HTTP_FHIR, process_fhir)
+        answer = await handle(request, Transport.HTTP_FHIR, process_fhir)
+        if not wants_fhir(request.headers.get("accept", "")):
+            return answer
+        outcome = operation_outcome(json.loads(bytes(answer.body)), answer.status_code)
+        headers = {k: v for k, v in answer.headers.items() if k.lower() in ("location", "retry-after",
+                                                                              "www-authenticate")}
+        return JSONResponse(outcome, status_code=answer.status_code, headers=headers, media_type=FHIR_JSON)
 
     @app.post("/v1/results/csv")
     async def post_csv(request: Request) -> JSONResponse:

@@ -243,6 +243,24 @@ def test_a_fhir_bundle_is_mapped_to_the_same_results(stack: Stack) -> None:
     assert (item["status"], item["ack_code"]) == ("rejected", "AE")
     where = {(r["location"], r["code"]) for r in item["reasons"]}
     assert {("Bundle.entry[0].resource.identifier", "102"), ("Bundle.entry[1].resource.code", "103")} <= where
+    # FHIR terms only: no HL7 segment or field numbers in a FHIR answer
+    assert all(r["location"].startswith("Bundle") and r["segment"] is None and r["field"] is None
+               for r in item["reasons"])
+
+    # a FHIR client asking for FHIR gets an OperationOutcome with FHIRPath expressions
+    outcome = stack.post("fhir", (FIXTURES / "fhir" / "ae_invalid_content.json").read_bytes(),
+                         Accept="application/fhir+json")
+    assert outcome.status_code == 200 and outcome.headers["content-type"].startswith("application/fhir+json")
+    document = outcome.json()
+    assert document["resourceType"] == "OperationOutcome"
+    assert document["extension"][0]["valueString"] == "rejected"
+    found = {(tuple(i.get("expression", [])), i["details"]["coding"][0]["code"], i["code"])
+             for i in document["issue"] if i["severity"] == "error"}
+    assert {(("Bundle.entry[0].resource.identifier",), "102", "value"),
+            (("Bundle.entry[1].resource.code",), "103", "code-invalid")} <= found
+    accepted = stack.post("fhir", body, Accept="application/fhir+json").json()
+    assert [i["severity"] for i in accepted["issue"]] == ["information"]
+    assert stack.post("fhir", b"{", Accept="application/fhir+json").json()["issue"][0]["code"] == "structure"
 
 
 def test_a_csv_batch_is_answered_per_row(stack: Stack) -> None:
@@ -258,6 +276,7 @@ def test_a_csv_batch_is_answered_per_row(stack: Stack) -> None:
         ("row 3", "rejected"),
     ]
     reasons = {(r["location"], r["code"]) for r in answer["items"][2]["reasons"]}
+    assert all(r["segment"] is None for r in answer["items"][2]["reasons"])  # CSV columns, not HL7 fields
     assert {
         ("row 3, column ins", "102"),
         ("row 3, column collected_at", "102"),
@@ -276,6 +295,7 @@ def test_unreadable_bodies_get_a_json_4xx_and_are_still_kept_as_rejections(stack
         ("fhir", (FIXTURES / "fhir" / "not_a_bundle.json").read_bytes(), 422, "not-a-bundle"),
         ("csv", (FIXTURES / "csv" / "unknown_column.csv").read_bytes(), 400, "malformed-csv"),
         ("csv", b"\xff\xfe\x00garbage", 400, "malformed-csv"),
+        ("csv", b"specimen_id,collected_at,loinc,result\r\n", 422, "no-rows"),
     ]
     for kind, body, status, error in cases:
         response = stack.post(kind, body)
