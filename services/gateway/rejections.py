@@ -2,18 +2,25 @@
 
 A gateway rejection is replayed through the intake exactly as if the lab had sent it again (it gets
 validated by the current code, and lands in the results or again in the rejected topic); a worker
-dead letter is produced again to the topic it was read from.
+dead letter is produced again to the topic it was read from. Every replay is recorded
+(`rejection_replays`: how often, when, the last outcome) so an operator sees what was already
+replayed and does not replay it twice by mistake.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from sqlalchemy import Engine, func, select
+from sqlalchemy.dialects.postgresql import insert
 
 from services.core.config import Settings
+from services.core.db.tables import RejectionReplay
 from services.core.domain.model import Transport
 from services.core.domain.rejection import Rejection
 from services.core.errors import KafkaUnavailable
@@ -89,3 +96,35 @@ async def replay(settings: Settings, intake: Intake, publisher: KafkaPublisher, 
 
 def replay_publisher(settings: Settings) -> KafkaPublisher:
     return KafkaPublisher(producer_config(settings))
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    replays: int
+    last_outcome: str
+    last_replayed_at: datetime
+
+
+class ReplayLog:
+    """The `rejection_replays` table (written with the gateway's role)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def find(self, rejection_ids: Iterable[str]) -> dict[str, Replayed]:
+        t = RejectionReplay
+        query = select(t.rejection_id, t.replays, t.last_outcome, t.last_replayed_at).where(
+            t.rejection_id.in_(list(rejection_ids))
+        )
+        with self.engine.connect() as conn:
+            return {r[0]: Replayed(r[1], r[2], r[3]) for r in conn.execute(query).all()}
+
+    def record(self, rejection_id: str, outcome: str) -> None:
+        t = RejectionReplay
+        statement = insert(t).values(rejection_id=rejection_id, last_outcome=outcome)
+        statement = statement.on_conflict_do_update(
+            index_elements=[t.rejection_id],
+            set_={"replays": t.replays + 1, "last_outcome": outcome, "last_replayed_at": func.now()},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(statement)

@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from services.core.config import load_settings
 from services.core.domain.rejection import Rejection
 
+if TYPE_CHECKING:
+    from services.gateway.rejections import Replayed, ReplayLog
+
 app = typer.Typer(
     help="Inspect and replay rejected payloads (lab.results.rejected.v1).", no_args_is_help=True
 )
+
+
+def _replay_log() -> ReplayLog:
+    from services.core.db.engine import make_engine
+    from services.gateway.rejections import ReplayLog
+
+    return ReplayLog(make_engine(load_settings().database_url_for("gateway")))
+
+
+def _replayed(done: Replayed | None) -> str:
+    if done is None:
+        return ""
+    times = "" if done.replays == 1 else f" ({done.replays} times)"
+    return f"  [replayed {done.last_replayed_at:%Y-%m-%d %H:%M} → {done.last_outcome}{times}]"
 
 
 def _summary(r: Rejection) -> str:
@@ -41,8 +58,10 @@ def list_rejections(
         if (lab is None or r.lab == lab) and (stage is None or r.stage == stage)
     ]
     rows.sort(key=lambda r: r.received_at)
-    for r in rows[-limit:]:
-        typer.echo(_summary(r))
+    shown = rows[-limit:]
+    replayed = _replay_log().find(r.rejection_id for r in shown)
+    for r in shown:
+        typer.echo(_summary(r) + _replayed(replayed.get(r.rejection_id)))
     typer.echo(f"{len(rows)} rejection(s)", err=True)
 
 
@@ -79,8 +98,10 @@ def show(
 def replay(
     rejection_ids: Annotated[list[str] | None, typer.Argument(help="rejection ids")] = None,
     all_from_lab: Annotated[str | None, typer.Option("--lab", help="every rejection of this lab")] = None,
+    again: Annotated[bool, typer.Option("--again", help="also those already replayed")] = False,
 ) -> None:
-    """Submit rejected payloads again through the current validation; print what became of each."""
+    """Submit rejected payloads again through the current validation; print what became of each.
+    An item already replayed is skipped (and named) unless --again."""
     from services.gateway.app import build_intake
     from services.gateway.labs import registry_for
     from services.gateway.rejections import read_rejections, replay_publisher
@@ -97,6 +118,13 @@ def replay(
         if r.rejection_id in wanted or (all_from_lab is not None and r.lab == all_from_lab)
     ]
     missing = wanted - {r.rejection_id for r in chosen}
+    log = _replay_log()
+    earlier = log.find(r.rejection_id for r in chosen)
+    skipped = [r for r in chosen if r.rejection_id in earlier and not again]
+    chosen = [r for r in chosen if r not in skipped]
+    for r in skipped:
+        typer.echo(f"{r.rejection_id}: already replayed{_replayed(earlier[r.rejection_id])}; "
+                   "add --again to replay it again", err=True)
     publisher = replay_publisher(settings)
 
     async def run() -> None:
@@ -107,7 +135,9 @@ def replay(
         intake = build_intake(settings, publisher, registry)
         try:
             for r in chosen:
-                typer.echo(f"{r.rejection_id}: {await replay_one(settings, intake, publisher, r)}")
+                outcome = await replay_one(settings, intake, publisher, r)
+                log.record(r.rejection_id, outcome)
+                typer.echo(f"{r.rejection_id}: {outcome}")
         finally:
             if registry is not None:
                 await registry.stop()
@@ -118,5 +148,5 @@ def replay(
         publisher.close()
     for rejection_id in sorted(missing):
         typer.echo(f"{rejection_id}: not found", err=True)
-    if missing:
+    if missing or skipped:
         raise typer.Exit(1)

@@ -65,5 +65,16 @@ def test_unknown_lab_is_refused_then_registered_and_replayed(services: Settings)
             ).fetchall()
 
     assert wait_until(stored, what="the replayed result in PostgreSQL") == [("LAB-NEW", "positive")]
+
+    # the list says it was replayed; replaying it again by mistake is refused unless asked for
+    line = next(x for x in labflow(services, "rejected", "list", "--lab", "LAB-NEW").stdout.splitlines()
+                if x.startswith(rejection_id))
+    assert "[replayed " in line and "→ AA]" in line
+    twice = labflow(services, "rejected", "replay", rejection_id)
+    assert twice.returncode == 1 and "already replayed" in twice.stderr and "--again" in twice.stderr
+    assert f"{rejection_id}: AA" not in twice.stdout
+    again = labflow(services, "rejected", "replay", rejection_id, "--again")
+    assert again.returncode == 0 and f"{rejection_id}: AA" in again.stdout
+    assert "(2 times)]" in labflow(services, "rejected", "list", "--lab", "LAB-NEW").stdout
     missing = labflow(services, "rejected", "replay", "no-such-id")
     assert missing.returncode == 1 and "not found" in missing.stderr

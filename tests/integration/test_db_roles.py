@@ -41,6 +41,7 @@ POLICY: dict[str, dict[str, str]] = {
     "labs": {"labflow_gateway": "SELECT", "labflow_labs": RW,
              "labflow_dashboard": "SELECT (lab_id), SELECT (name)"},
     "submissions": {"labflow_gateway": "SELECT, INSERT"},
+    "rejection_replays": {"labflow_gateway": RW},
     "dashboard_region_daily": {"labflow_dashboard": "SELECT"},
     "dashboard_national_daily": {"labflow_dashboard": "SELECT"},
 }

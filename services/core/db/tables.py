@@ -235,3 +235,15 @@ class Submission(Base):
     accepted: Mapped[int] = mapped_column(Integer)
     rejected: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, object]] = mapped_column(JSONB)
+
+
+class RejectionReplay(Base):
+    """A rejected payload an operator replayed (`labflow rejected replay`): how often, last outcome."""
+
+    __tablename__ = "rejection_replays"
+
+    rejection_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    replays: Mapped[int] = mapped_column(Integer, server_default="1")
+    last_outcome: Mapped[str] = mapped_column(Text)
+    first_replayed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_replayed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
