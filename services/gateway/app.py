@@ -17,6 +17,7 @@ from services.core.errors import OperatorError
 from services.core.kafka import producer_config
 from services.core.logs import configure_logging, get_logger
 from services.core.ops_http import OpsServer
+from services.core.reference import load_reference
 from services.core.runtime import tune_garbage_collector
 from services.gateway.http_api import HttpServer
 from services.gateway.identity import IdentityProtector
@@ -41,7 +42,8 @@ def identity_protector(settings: Settings) -> IdentityProtector:
 
 
 def build_intake(settings: Settings, publisher: KafkaPublisher, labs: LabRegistry | None) -> Intake:
-    return Intake(publisher, settings.topics, identity_protector(settings), labs)
+    reference = load_reference(settings.reference_dir)
+    return Intake(publisher, settings.topics, identity_protector(settings), labs, reference.department_region)
 
 
 def build_mllp_server(

@@ -245,6 +245,7 @@ class _Submission:
             transport=self.transport,
             protector=self.intake.protector,
             authenticated_lab=self.lab.lab_id,
+            department_region=self.intake.department_region,
         )
         issues = [*extra, *(i for i, _ in converted.issues), *normalized.issues]
         return Normalized(normalized.header, normalized.results, normalized.non_results, issues)

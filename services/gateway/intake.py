@@ -17,6 +17,7 @@ import base64
 import hashlib
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -80,8 +81,11 @@ class Intake:
         topics: Topics,
         protector: IdentityProtector,
         labs: LabRegistry | None = None,
+        department_region: Mapping[str, str] | None = None,
     ) -> None:
         self.publisher = publisher
+        self.department_region = department_region
+        """From the configured reference data (LABFLOW_REFERENCE_DIR)."""
         self.topics = topics
         self.protector = protector
         self.labs = labs
@@ -99,6 +103,7 @@ class Intake:
                 transport=transport,
                 protector=self.protector,
                 authenticated_lab=authenticated_lab,
+                department_region=self.department_region,
             )
         except Exception as exc:  # any failure is an AE, never a lost message
             log.error("message not normalized; lab answered AE", **failure(exc))

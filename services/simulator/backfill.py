@@ -186,12 +186,13 @@ def backfill(
     tag = tag or f"H{seed % 100:02d}{wave_days[0].day:%y%m%d}"
     summary = Backfill(days, first_day=wave_days[0].day, last_day=wave_days[-1].day, tag=tag)
     protector = identity_protector(settings)
+    department_region = load_reference(settings.reference_dir).department_region
     producer = Producer(producer_config(settings, **{"linger.ms": 20, "batch.num.messages": 10_000}))
     topic = settings.topics.results
     started = time.monotonic()
     for received, payload in history_messages(wave_days, labs, seed, tag, now):
         normalized = normalize_oru(payload, received_at=received, transport=Transport.MLLP,
-                                   protector=protector, now=now)
+                                   protector=protector, now=now, department_region=department_region)
         summary.tests += 1
         if normalized.ack_code != "AA":
             summary.refused += 1

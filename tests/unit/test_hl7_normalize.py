@@ -340,3 +340,33 @@ def test_normalize_header_from_truncated_head() -> None:
     header = normalize_header(raw)
     assert header is not None and header.control_id == "OK251"
     assert normalize_header(b"GET / HTTP/1.1\r\n") is None
+
+
+def test_the_gateway_maps_regions_from_the_configured_reference_dir(tmp_path: Path) -> None:
+    """LABFLOW_REFERENCE_DIR moves the gateway too, not only open data and the dashboard."""
+    import shutil
+
+    from services.core.config import Settings
+    from services.gateway.app import build_intake
+
+    default = fixture("ok_v251.hl7").results[0]
+    assert default.department is not None and default.region is not None
+    for name in ("departments.csv", "population_dep_age.csv", "regions.csv"):
+        shutil.copy(Settings().reference_dir / name, tmp_path / name)
+    departments = tmp_path / "departments.csv"
+    lines = departments.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(";")
+    dep, reg = header.index("dep"), header.index("reg")
+    edited = [lines[0]]
+    for line in lines[1:]:
+        cells = line.split(";")
+        if cells[dep] == default.department:
+            cells[reg] = "99"
+        edited.append(";".join(cells))
+    departments.write_text("\n".join(edited) + "\n", encoding="utf-8")
+
+    settings = Settings(reference_dir=tmp_path, pseudonym_key="00" * 32,
+                        tracing_public_key=bytes(KEY.public_key).hex())
+    intake = build_intake(settings, publisher=None, labs=None)  # type: ignore[arg-type]
+    moved = normalize((FIXTURES / "ok_v251.hl7").read_bytes(), department_region=intake.department_region)
+    assert (moved.results[0].department, moved.results[0].region) == (default.department, "99")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
@@ -364,6 +365,7 @@ class _Normalizer:
         transport: Transport,
         protector: IdentityProtector,
         now: datetime,
+        department_region: Mapping[str, str],
     ) -> None:
         self.header = header
         self.received_at = received_at
@@ -371,7 +373,7 @@ class _Normalizer:
         self.protector = protector
         self.now = now
         self.today = now.astimezone(PARIS).date()
-        self.department_region = load_reference().department_region
+        self.department_region = department_region
         self.issues: list[Issue] = []
         self.results: list[LabResult] = []
         self.non_results = 0
@@ -809,8 +811,12 @@ def normalize_oru(
     protector: IdentityProtector,
     now: datetime | None = None,
     authenticated_lab: str | None = None,
+    department_region: Mapping[str, str] | None = None,
 ) -> Normalized:
-    """Parse, validate and normalize one ORU^R01 message (see the module docstring for the policy)."""
+    """Parse, validate and normalize one ORU^R01 message (see the module docstring for the policy).
+
+    `department_region` comes from the configured reference data (LABFLOW_REFERENCE_DIR); without it,
+    the default reference directory's."""
     decoded = decode_payload(raw)
     try:
         message = parse_message(decoded.text)
@@ -855,7 +861,10 @@ def normalize_oru(
         ]
         return Normalized(header, issues=issues)
 
-    normalizer = _Normalizer(header, received_at, transport, protector, now or datetime.now(UTC))
+    normalizer = _Normalizer(
+        header, received_at, transport, protector, now or datetime.now(UTC),
+        department_region if department_region is not None else load_reference().department_region,
+    )
     if not header.control_id:
         normalizer.error("MSH", 1, 10, None, REQUIRED_FIELD_MISSING, "MSH-10: message control id missing")
     if not header.sending_facility:
