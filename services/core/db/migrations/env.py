@@ -1,5 +1,6 @@
 from alembic import context
 from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from services.core.db.tables import Base
 
@@ -8,7 +9,8 @@ url = config.get_main_option("sqlalchemy.url")
 connectable = config.attributes.get("connection")
 
 if connectable is None:
-    engine = create_engine(url)
+    # no pool: the owner's connection closes with the migration instead of idling in the caller
+    engine = create_engine(url, poolclass=NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata)
         with context.begin_transaction():
