@@ -7,8 +7,12 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 DASHBOARD_VENDOR := services/dashboard/static/vendor/uPlot.iife.min.js
+# the chaos suite's fault-injection proxy, built from source with Go (the module proxy serves it)
+TOXIPROXY := .labflow/bin/toxiproxy-server
+TOXIPROXY_VERSION := v2.12.0
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 
-.PHONY: install setup demo test bench lint down
+.PHONY: install setup demo test bench chaos toxiproxy lint down
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +30,13 @@ $(DASHBOARD_VENDOR): services/dashboard/web/package-lock.json
 
 install: $(VENV)/.installed $(DASHBOARD_VENDOR)
 
+$(TOXIPROXY):
+	@mkdir -p .labflow/gobin $(@D)
+	GOBIN=$(CURDIR)/.labflow/gobin $(GO) install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
+	mv .labflow/gobin/server $@
+
+toxiproxy: $(TOXIPROXY)
+
 setup: install
 	$(BIN)/labflow stack up
 	$(BIN)/labflow db upgrade
@@ -34,7 +45,7 @@ setup: install
 demo: setup
 	$(BIN)/labflow demo $(ARGS)
 
-test: setup
+test: setup $(TOXIPROXY)
 	@# the dashboard's browser test drives Debian's chromium; a missing browser fails the test
 	command -v chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	@# promtool checks deploy/prometheus (tests/unit/test_deploy_configs.py)
@@ -44,6 +55,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m load_tests $(ARGS)
+
+# ≈ 12–15 min: every fault scenario of load_tests/chaos.py on a 3-broker cluster of its own
+chaos: install $(TOXIPROXY)
+	$(BIN)/python -m load_tests.chaos $(ARGS)
 
 lint: install
 	$(BIN)/ruff check services tests load_tests
