@@ -610,7 +610,6 @@ def run_scenario(stack: ChaosStack, scenario: Scenario, options: Options) -> dic
         services = Services(stack.proxied(settings), folder)
         simulator: multiprocessing.process.BaseProcess | None = None
         try:
-            services.start()
             seconds = options.warmup_s + fault_length_s(scenario.name, options) + options.after_s
             profile = profiles.constant(options.rate, seconds)
             records, keys = folder / "acks.csv", folder / "keys.csv"
@@ -628,7 +627,9 @@ def run_scenario(stack: ChaosStack, scenario: Scenario, options: Options) -> dic
             ctx = multiprocessing.get_context("spawn")
             ours, theirs = ctx.Pipe()
             simulator = ctx.Process(target=simulator_main, args=(theirs, config), name="chaos-labs")
-            simulator.start()
+            simulator.start()  # it plans its messages while the services start
+            services.start()
+            phases = {"services_ready": time.monotonic() - started}
             if not ours.poll(300):
                 raise RuntimeError("the simulator did not finish generating its messages")
             plan = ours.recv()
@@ -642,10 +643,15 @@ def run_scenario(stack: ChaosStack, scenario: Scenario, options: Options) -> dic
                     if not simulator.is_alive():
                         raise RuntimeError(f"the simulator exited with {simulator.exitcode}")
                 outcome = ours.recv()
+                phases["traffic_done"] = time.monotonic() - started
                 simulator.join(30)
                 _wait_recovered(services, probe, fault, options.recover_s)
+                phases["ready_again"] = time.monotonic() - started
                 drained = _drain(settings, services, options.drain_s)
+                phases["drained"] = time.monotonic() - started
             row |= _checks(settings, stack, folder, outcome, fault, probe, drained)
+            phases["checked"] = time.monotonic() - started
+            row["phases_s"] = {k: round(v, 1) for k, v in phases.items()}
             row |= {
                 "messages_planned": plan["messages"],
                 "offered_results_per_s": options.rate,
@@ -952,31 +958,35 @@ def table(rows: list[dict[str, Any]]) -> str:
 def run_suite(
     names: Sequence[str], options: Options, results_dir: Path | None = RESULTS_DIR
 ) -> list[dict[str, Any]]:
+    """Every named scenario on one stack; `chaos.json` is rewritten after each (a partial run counts)."""
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
+
+    def write(complete: bool) -> None:
+        if results_dir is None:
+            return
+        results_dir.mkdir(parents=True, exist_ok=True)
+        report = {
+            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": "python -m load_tests.chaos " + " ".join(sys.argv[1:]),
+            "complete": complete,
+            "brokers": BROKERS,
+            "options": options.__dict__,
+            "wall_s": round(time.monotonic() - started, 1),
+            "table": table(rows).splitlines(),
+            "scenarios": rows,
+        }
+        (results_dir / "chaos.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+
     with chaos_stack() as stack:
         for name in names:
             rows.append(run_scenario(stack, SCENARIOS[name], options))
+            write(complete=False)
+    write(complete=True)
     print(table(rows))
     for r in rows:
         if not r["ok"]:
             print(f"{r['scenario']}: {'; '.join(failures(r))}")
-    if results_dir is not None:
-        results_dir.mkdir(parents=True, exist_ok=True)
-        (results_dir / "chaos.json").write_text(
-            json.dumps(
-                {
-                    "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "brokers": BROKERS,
-                    "options": options.__dict__,
-                    "wall_s": round(time.monotonic() - started, 1),
-                    "scenarios": rows,
-                },
-                indent=1,
-                default=str,
-            )
-            + "\n"
-        )
     return rows
 
 
