@@ -999,6 +999,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=Options.seed)
     parser.add_argument("--poison", type=float, default=Options.poison, help="share of NUL-byte messages")
     args = parser.parse_args(argv)
+
+    def terminate(signum: int, _frame: object) -> None:  # `timeout`, CI cancel: stop what we started
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
     options = Options(rate=args.rate, seed=args.seed, poison=args.poison)
     rows = run_suite(args.only or list(SCENARIOS), options)
     sys.exit(0 if all(r["ok"] for r in rows) else 1)
