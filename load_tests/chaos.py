@@ -64,6 +64,7 @@ from typing import Any
 import httpx
 import psutil
 import psycopg
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pydantic import SecretStr
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
@@ -647,7 +648,7 @@ def run_scenario(stack: ChaosStack, scenario: Scenario, options: Options) -> dic
                 simulator.join(30)
                 _wait_recovered(services, probe, fault, options.recover_s)
                 phases["ready_again"] = time.monotonic() - started
-                drained = _drain(settings, services, options.drain_s)
+                drained = _drain(settings, options.drain_s)  # settings: the direct addresses
                 phases["drained"] = time.monotonic() - started
             row |= _checks(settings, stack, folder, outcome, fault, probe, drained)
             phases["checked"] = time.monotonic() - started
@@ -706,26 +707,46 @@ def _wait_recovered(services: Services, probe: ReadinessProbe, fault: Fault, tim
         time.sleep(0.5)
 
 
-def _drain(settings: Settings, services: Services, timeout_s: float) -> bool:
-    """Until the stored results and the handed-over cases stop moving (3 equal looks 1 s apart)."""
+def _end_offsets(settings: Settings) -> dict[int, int]:
+    """End offset of each non-empty partition of the results topic (read over the direct listener)."""
+    consumer = Consumer({"bootstrap.servers": settings.require_kafka(), "group.id": "chaos-offsets-probe"})
+    try:
+        topic = settings.topics.results
+        ends = {}
+        for partition in range(settings.topic_partitions):
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
+            if high > 0:
+                ends[partition] = high
+        return ends
+    finally:
+        consumer.close()
+
+
+def _drain(settings: Settings, timeout_s: float) -> bool:
+    """Until the worker stored offsets at the end of every partition of the results topic (it has
+    written everything) and every opened case was handed over, seen 3 times 1 s apart; False when
+    that did not happen within `timeout_s` (a stuck service: the checks then say what is missing)."""
     deadline = time.monotonic() + timeout_s
-    previous: tuple[int, int, int] | None = None
-    stable = 0
+    settled = 0
     while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(psycopg.Error),
-            psycopg.connect(libpq_url(settings.require_database()), connect_timeout=3) as conn,
-        ):
-            row = conn.execute(
-                "SELECT (SELECT count(*) FROM results), (SELECT count(*) FROM cases), "
-                "(SELECT count(*) FROM tracing_deliveries WHERE status = 'delivered')"
-            ).fetchone()
+        done = False
+        with contextlib.suppress(psycopg.Error, KafkaException):
+            ends = _end_offsets(settings)
+            with psycopg.connect(libpq_url(settings.require_database()), connect_timeout=3) as conn:
+                offsets = conn.execute(
+                    "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = %s AND topic = %s",
+                    (settings.worker_group, settings.topics.results),
+                ).fetchall()
+                stored: dict[int, int] = {int(p): int(o) for p, o in offsets}
+                row = conn.execute(
+                    "SELECT (SELECT count(*) FROM cases), (SELECT count(*) FROM tracing_deliveries "
+                    "WHERE type = 'case.opened' AND status = 'delivered')"
+                ).fetchone()
             assert row is not None
-            current = (int(row[0]), int(row[1]), int(row[2]))
-            stable = stable + 1 if current == previous else 0
-            previous = current
-            if stable >= 3:
-                return True
+            done = all(stored.get(p, 0) >= end for p, end in ends.items()) and int(row[1]) >= int(row[0])
+        settled = settled + 1 if done else 0
+        if settled >= 3:
+            return True
         time.sleep(1.0)
     return False
 
