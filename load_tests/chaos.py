@@ -236,11 +236,25 @@ class ChaosStack:
             self.toxiproxy.add(f"kafka-{node.node_id}", node.proxy_port, node.proxied_port)
         self.toxiproxy.add("postgres", self.postgres_proxy_port, self.settings.postgres_port)
 
-    def stop(self) -> None:
-        for node in self.kafka.nodes:  # a broker left stopped by a failed scenario must die too
-            with contextlib.suppress(ProcessLookupError, TypeError):
-                os.kill(node.process.pid() or -1, signal.SIGCONT)
+    def _resume_all(self) -> None:
+        """SIGCONT to our own brokers and PostgreSQL, by pid (never to a guessed or absent pid)."""
+        for node in self.kafka.nodes:
+            pid = node.process.pid()
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
         self._signal_postgres(signal.SIGCONT)
+
+    def heal(self) -> None:
+        """Every node and PostgreSQL running and answering, no proxy fault left."""
+        self._resume_all()
+        self.toxiproxy.reset()
+        self.kafka.start()  # the nodes not running
+        self.postgres.start()
+        self.wait_cluster()
+
+    def stop(self) -> None:
+        self._resume_all()  # a process left stopped by a failed scenario must be able to die
         local.down(self.settings)
         self.toxiproxy.stop()
 
@@ -596,10 +610,24 @@ def run_scenario(stack: ChaosStack, scenario: Scenario, options: Options) -> dic
     failed check: the row says what was seen (`error` when the run itself could not complete)."""
     log(f"{scenario.name}: {scenario.description}")
     started = time.monotonic()
+    try:
+        stack.heal()  # whatever an earlier scenario left behind
+        return _run_scenario(stack, scenario, options, started)
+    except Exception as exc:
+        row = {
+            "scenario": scenario.name,
+            "description": scenario.description,
+            "ok": False,
+            "error": f"{type(exc).__name__}: {exc}",
+            "wall_s": round(time.monotonic() - started, 1),
+        }
+        log(f"{scenario.name}: could not run: {row['error']}")
+        return row
+
+
+def _run_scenario(stack: ChaosStack, scenario: Scenario, options: Options, started: float) -> dict[str, Any]:
     row: dict[str, Any] = {"scenario": scenario.name, "description": scenario.description}
     folder = Path(tempfile.mkdtemp(prefix=f"chaos-{scenario.name}-", dir=stack.state_dir))
-    stack.toxiproxy.reset()
-    stack.wait_cluster()
     direct = stack.kafka.bootstrap
     with isolated_settings(direct, stack.postgres.url, options.partitions, BROKERS) as fresh:
         settings = _service_settings(fresh, folder)
