@@ -847,10 +847,15 @@ def _checks(
     content = [(c, k, code) for c, k, code in refused if k in ("invalid", "poison")]
     transient_ae = [c for c, k, code in refused if k not in ("invalid", "poison") and c not in rejected_ids]
     # An AE for invalid content answered while Kafka could not take the rejection either (ACK during
-    # the fault or within a delivery timeout after it) tells the lab to send again: nothing is lost,
-    # counted apart. Any other content AE/AR missing from the topic, and every AR, is a failure.
+    # the fault, or before Kafka took writes again — the first AA after it — plus a delivery timeout)
+    # tells the lab to send again: nothing is lost, counted apart. Any other content AE/AR missing
+    # from the topic, and every AR, is a failure.
     acked_at = {c: t0 + acked for c, _, _, _, _, acked in records}
-    window_end = fault.end + settings.delivery_timeout_s + 5
+    first_aa_at = min(
+        (t0 + acked for _, _, code, _, sent, acked in records if code == "AA" and t0 + sent >= fault.end),
+        default=fault.end,
+    )
+    window_end = max(fault.end, first_aa_at) + settings.delivery_timeout_s + 5
     missing = [(c, code) for c, _, code in content if c not in rejected_ids]
     unrecorded_transient = [
         c for c, code in missing if code == "AE" and fault.start <= acked_at[c] <= window_end
