@@ -368,11 +368,12 @@ class Services:
     def ops_port(self, name: str) -> int:
         return int(getattr(self.settings, f"{name}_ops_port"))
 
-    def ready(self) -> dict[str, bool]:
-        return {n: http_status(f"http://127.0.0.1:{self.ops_port(n)}/readyz") == 200 for n in SERVICES}
+    def readyz(self) -> dict[str, int]:
+        """HTTP status of each /readyz (0: no answer — the process is down or restarting)."""
+        return {n: http_status(f"http://127.0.0.1:{self.ops_port(n)}/readyz") for n in SERVICES}
 
     def all_ready(self) -> bool:
-        return all(self.ready().values())
+        return all(code == 200 for code in self.readyz().values())
 
     def kill(self, name: str) -> None:
         with self.lock:
@@ -408,17 +409,19 @@ class Services:
 
 
 class ReadinessProbe:
-    """Every 0.5 s: are all three /readyz 200? (time, all ready) for the recovery time."""
+    """Every 0.5 s: (time, all three /readyz 200, one of them answered 503) — the recovery time, and
+    whether a live service said it was not ready (a dead process that cannot answer does not count)."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.samples: list[tuple[float, bool]] = []
+        self.samples: list[tuple[float, bool, bool]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chaos-readyz", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
-            self.samples.append((time.time(), self.services.all_ready()))
+            codes = self.services.readyz().values()
+            self.samples.append((time.time(), all(c == 200 for c in codes), any(c == 503 for c in codes)))
 
     def __enter__(self) -> ReadinessProbe:
         self._thread.start()
@@ -431,7 +434,7 @@ class ReadinessProbe:
     def ready_again_at(self, after: float) -> float | None:
         """First instant after `after` from which every probe said ready (to the end of sampling)."""
         since: float | None = None
-        for t, ok in self.samples:
+        for t, ok, _ in self.samples:
             if t < after:
                 continue
             if ok and since is None:
@@ -440,8 +443,8 @@ class ReadinessProbe:
                 since = None
         return since
 
-    def unready_during(self, start: float, end: float) -> bool:
-        return any(not ok for t, ok in self.samples if start <= t <= end)
+    def said_503_during(self, start: float, end: float) -> bool:
+        return any(said_503 for t, _, said_503 in self.samples if start <= t <= end)
 
 
 # --- scenarios ------------------------------------------------------------------------------------
@@ -923,7 +926,7 @@ def _checks(
         "cases_missing": cases_missing,
         "cases_unknown": cases_unknown,
         "drained": drained,
-        "unready_during_fault": probe.unready_during(fault.start, fault.end),
+        "readyz_503_during_fault": probe.said_503_during(fault.start, fault.end),
         "ready_again": ready_at is not None,
         "first_aa_after_fault_s": first_aa_s,
         "recovery_s": recovery,
@@ -946,8 +949,8 @@ def failures(row: dict[str, Any]) -> list[str]:
         (row["cases_unknown"] == 0, f"{row['cases_unknown']} handed-over cases unknown to the database"),
         (row["ready_again"], "a /readyz did not come back to 200 by itself"),
         (
-            not row.get("outage") or row["unready_during_fault"],
-            "every /readyz stayed 200 while a dependency was unreachable",
+            not row.get("outage") or row["readyz_503_during_fault"],
+            "no /readyz answered 503 while a dependency was unreachable",
         ),
         (row["first_aa_after_fault_s"] is not None, "no AA after the fault"),
         (row["drained"], "the worker/tracing did not settle within the drain period"),
