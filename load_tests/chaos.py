@@ -1076,6 +1076,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=Options.rate, help="offered results/s")
     parser.add_argument("--seed", type=int, default=Options.seed)
     parser.add_argument("--poison", type=float, default=Options.poison, help="share of NUL-byte messages")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where chaos.json goes")
     args = parser.parse_args(argv)
 
     def terminate(signum: int, _frame: object) -> None:  # `timeout`, CI cancel: stop what we started
@@ -1083,7 +1084,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, terminate)
     options = Options(rate=args.rate, seed=args.seed, poison=args.poison)
-    rows = run_suite(args.only or list(SCENARIOS), options)
+    rows = run_suite(args.only or list(SCENARIOS), options, args.results_dir)
     sys.exit(0 if all(r["ok"] for r in rows) else 1)
 
 

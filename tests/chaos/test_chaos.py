@@ -22,7 +22,8 @@ from load_tests.chaos import (
 from services.core.config import load_settings
 
 pytestmark = pytest.mark.chaos
-OPTIONS = Options(warmup_s=5.0, after_s=10.0, kills=3, drain_s=60.0, recover_s=45.0)
+# bounded waits short enough that a failing run (e.g. a worker in a crash loop) stays near 4 minutes
+OPTIONS = Options(warmup_s=5.0, after_s=10.0, kills=3, drain_s=40.0, recover_s=30.0)
 
 
 @pytest.fixture(scope="module")
