@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 DASHBOARD_VENDOR := services/dashboard/static/vendor/geo-names.json
 DOCS_VENDOR := services/gateway/static/vendor/swagger-ui-bundle.js
 
-.PHONY: install setup demo test bench lint down helm-tools
+.PHONY: install setup demo test bench chaos toxiproxy lint down helm-tools
 
 # helm and kubeconform for the chart's offline validation (tests/unit/test_helm_chart.py), built from the
 # Go module proxy into .labflow/bin once per version (cold: ≈ 5 min for helm, 10 s for kubeconform)
@@ -27,6 +27,9 @@ $(TOOLS)/.kubeconform-$(KUBECONFORM_VERSION):
 	@touch $@
 
 helm-tools: $(TOOLS)/.helm-$(HELM_VERSION) $(TOOLS)/.kubeconform-$(KUBECONFORM_VERSION)
+# the chaos suite's fault-injection proxy, built from source with Go (the module proxy serves it)
+TOXIPROXY := .labflow/bin/toxiproxy-server
+TOXIPROXY_VERSION := v2.12.0
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +54,13 @@ $(DOCS_VENDOR): services/gateway/web/package-lock.json
 
 install: $(VENV)/.installed $(DASHBOARD_VENDOR) $(DOCS_VENDOR)
 
+$(TOXIPROXY):
+	@mkdir -p .labflow/gobin $(@D)
+	GOBIN=$(CURDIR)/.labflow/gobin $(GO) install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
+	mv .labflow/gobin/server $@
+
+toxiproxy: $(TOXIPROXY)
+
 setup: install
 	$(BIN)/labflow stack up
 	$(BIN)/labflow db upgrade
@@ -59,7 +69,7 @@ setup: install
 demo: setup
 	$(BIN)/labflow demo $(ARGS)
 
-test: setup helm-tools
+test: setup helm-tools $(TOXIPROXY)
 	@# the dashboard's browser test drives Debian's chromium; a missing browser fails the test
 	command -v chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	@# promtool checks deploy/prometheus (tests/unit/test_deploy_configs.py)
@@ -69,6 +79,10 @@ test: setup helm-tools
 
 bench: setup
 	$(BIN)/python -m load_tests $(ARGS)
+
+# ≈ 12–15 min: every fault scenario of load_tests/chaos.py on a 3-broker cluster of its own
+chaos: install $(TOXIPROXY)
+	$(BIN)/python -m load_tests.chaos $(ARGS)
 
 lint: install
 	$(BIN)/ruff check services tests load_tests

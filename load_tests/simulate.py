@@ -108,9 +108,13 @@ def _flip(order: Order, status: str, when: datetime) -> Order:
     return replace(order, observations=observations)
 
 
-def plan_pool(count: int, labs: int, positivity: float, seed: int) -> list[PlannedMessage]:
+def plan_pool(
+    count: int, labs: int, positivity: float, seed: int, poison: float = 0.0
+) -> list[PlannedMessage]:
     """`count` messages in sending order: ~2 % re-sent after a lost ACK, 1.5 % corrections, 0.5 %
-    cancellations, ~2 % invalid (bad INS key → AE); 5 % with two patients, 5 % with two specimens."""
+    cancellations, ~2 % invalid (bad INS key → AE); 5 % with two patients, 5 % with two specimens;
+    a `poison` share of new messages with a NUL byte in a specimen id, which PostgreSQL text cannot
+    hold (SPEC §9.1: refused at the gateway, never an AA; the chaos suite sends them)."""
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(microsecond=0)
     ids = lab_ids(labs)
@@ -150,6 +154,12 @@ def plan_pool(count: int, labs: int, positivity: float, seed: int) -> list[Plann
                 specimen += 1
             batch.append((patient, orders))
         results = sum(len(o.observations) for _, orders in batch for o in orders)
+        if poison and rng.random() < poison:
+            payload = build_oru_r01(ids[lab], control_id, batch, version=version)
+            specimen_id = f"{PLACEHOLDER}{n:07d}0".encode()  # the control id is followed by "|", not "0"
+            payload = payload.replace(specimen_id, specimen_id[:-1] + b"\x000")
+            pool.append(PlannedMessage(lab, control_id, payload, results, (), "AR", "poison"))
+            continue
         if rng.random() < 0.02 and batch[0][0].ins is not None:
             patient = batch[0][0]
             assert patient.ins is not None
@@ -179,6 +189,7 @@ class SimulatorConfig:
     keys_path: Path
     pool_max: int = 120_000
     ack_timeout_s: float = 30.0
+    poison: float = 0.0  # share of messages with a NUL byte in a field (plan_pool)
 
 
 @dataclass
@@ -222,8 +233,19 @@ async def _drive(
     t0_perf, t0_wall = time.perf_counter(), time.time()
     with config.records_path.open("w") as records, config.keys_path.open("w") as keys:
 
+        async def connect() -> MllpClient:
+            """Like a LIS: a refused connection (the gateway restarting) is tried again, for a while."""
+            deadline = time.monotonic() + config.ack_timeout_s
+            while True:
+                try:
+                    return await MllpClient(config.host, config.port).connect()
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+
         async def connection(times: array[float], messages: array[int]) -> None:
-            client = await MllpClient(config.host, config.port).connect()
+            client = await connect()
             try:
                 for t, n in zip(times, messages, strict=True):
                     message = pool[n % len(pool)]
@@ -239,7 +261,7 @@ async def _drive(
                     except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                         code = f"ERR:{type(exc).__name__}"
                         await client.close()
-                        client = await MllpClient(config.host, config.port).connect()
+                        client = await connect()
                     acked = time.perf_counter() - t0_perf
                     codes[code] = codes.get(code, 0) + 1
                     control_id = message.control_id.replace(PLACEHOLDER, tag)
@@ -268,7 +290,7 @@ def simulator_main(pipe: Connection, config: SimulatorConfig) -> None:
     started = time.perf_counter()
     expected = config.profile.total_results / 1.9  # ≈ 1.9 results per message; the pool only caps
     pool = plan_pool(min(int(expected * 1.2) + 100, config.pool_max), config.labs,
-                     config.profile.positivity, config.seed)
+                     config.profile.positivity, config.seed, config.poison)
     plan = _schedule(config, pool)
     messages = sum(len(c.times) for c in plan)
     pipe.send({

@@ -36,11 +36,16 @@ app.add_typer(rejections_cli.app, name="rejected")
 
 
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(
+    kafka_brokers: Annotated[
+        int | None,
+        typer.Option(help="KRaft nodes (broker + controller each); 3: a cluster, topics RF 3, min ISR 2"),
+    ] = None,
+) -> None:
     """Start Kafka and PostgreSQL (idempotent), wait until both answer, print the settings."""
     from services.stack import local
 
-    info = local.up(load_settings())
+    info = local.up(load_settings(), brokers=kafka_brokers)
     typer.echo(f"started: {', '.join(info.started) or 'nothing (already running or external)'}")
     typer.echo(f"LABFLOW_KAFKA_BOOTSTRAP={info.kafka_bootstrap}")
     typer.echo(f"LABFLOW_DATABASE_URL={redact(info.database_url)}")

@@ -48,7 +48,9 @@ def with_database(url: str, name: str) -> str:
 
 
 @contextmanager
-def isolated_settings(kafka_bootstrap: str, database_url: str, partitions: int = 3) -> Iterator[Settings]:
+def isolated_settings(
+    kafka_bootstrap: str, database_url: str, partitions: int = 3, replication: int = 1
+) -> Iterator[Settings]:
     """A fresh database (migrated) and fresh topics on the real servers, dropped afterwards.
 
     Every database client connects as a login role of its own (member of its service's group role),
@@ -72,6 +74,7 @@ def isolated_settings(kafka_bootstrap: str, database_url: str, partitions: int =
         **client_urls,
         topic_prefix=f"test-{tag}.",
         topic_partitions=partitions,
+        topic_replication=replication,
         pseudonym_key=secrets.token_hex(32),
         tracing_public_key=bytes(key.public_key).hex(),
         tracing_private_key=bytes(key).hex(),

@@ -73,11 +73,17 @@ class Settings(BaseSettings):
     kafka_ssl_key_location: Path | None = Field(default=None, description="PEM client key")
     # address of the /metrics, /healthz, /readyz listeners of gateway, worker and tracing
     ops_host: str = "127.0.0.1"
+    # with replication > 1: an acks=all write needs this many in-sync replicas (capped at the replication)
+    topic_min_insync_replicas: int = 2
 
     # local stack
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
-    kafka_heap: str = "768m"
+    kafka_heap: str = "768m"  # per broker
+    kafka_brokers: int = Field(default=1, description="Nodes of the local KRaft cluster (3 for chaos tests)")
+    kafka_proxy_port: int = Field(
+        default=0, description="First port of a proxied listener per broker (0: none), stack/kafka.py"
+    )
     postgres_port: int = 15432
 
     # gateway

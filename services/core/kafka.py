@@ -82,12 +82,22 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
     nominative = {settings.topics.raw, settings.topics.rejected}
     retention_ms = str(settings.nominative_retention_days * 24 * 3600 * 1000)
     size = {"max.message.bytes": str(SizeLimits.of(settings).topic_bytes)}
+    # SPEC §9.1: replication 3 and min ISR 2 in production, so an acks=all write survives one broker
+    # lost and is refused (not silently under-replicated) when two are; capped for a 1-broker laptop
+    min_isr = str(max(1, min(settings.topic_min_insync_replicas, settings.topic_replication)))
+
+    def config(name: str) -> dict[str, str]:
+        values = size | {"min.insync.replicas": min_isr}
+        if name in nominative:
+            values["retention.ms"] = retention_ms
+        return values
+
     wanted = [
         NewTopic(
             name,
             num_partitions=settings.topic_partitions,
             replication_factor=settings.topic_replication,
-            config=size | ({"retention.ms": retention_ms} if name in nominative else {}),
+            config=config(name),
         )
         for name in settings.topics.all()
         if name not in existing

@@ -13,7 +13,7 @@ from nacl.public import PrivateKey
 from services.core.config import DATABASE_CLIENTS, ENV_FILE_NAME, Settings
 from services.core.errors import OperatorError
 from services.core.kafka import broker_answers
-from services.stack.kafka import LocalKafka
+from services.stack.kafka import LocalKafka, started_stacks
 from services.stack.postgres import LocalPostgres
 
 
@@ -74,10 +74,16 @@ def _write_env(settings: Settings, values: dict[str, str], local_database: str |
     return str(path)
 
 
-def up(settings: Settings, wait_s: float = 120.0) -> StackInfo:
+def up(
+    settings: Settings, wait_s: float = 120.0, brokers: int | None = None, use_environment: bool = True
+) -> StackInfo:
+    """Start what is not running and wait until it answers. `brokers` > 1: a KRaft cluster of that many
+    nodes (services/stack/kafka.py), whose topics `labflow topics create` then replicates min(N, 3)
+    times. `use_environment=False` ignores servers named in the environment (the chaos harness
+    starts a stack of its own whatever the developer's shell says)."""
     # Only servers named in the real environment are external; labflow.env is our own record.
-    kafka_bootstrap = os.environ.get("LABFLOW_KAFKA_BOOTSTRAP") or None
-    database_url = os.environ.get("LABFLOW_DATABASE_URL") or None
+    kafka_bootstrap = (os.environ.get("LABFLOW_KAFKA_BOOTSTRAP") or None) if use_environment else None
+    database_url = (os.environ.get("LABFLOW_DATABASE_URL") or None) if use_environment else None
     if kafka_bootstrap and database_url:
         env = _write_env(settings, {})
         return StackInfo(kafka_bootstrap, database_url, (), env)
@@ -85,14 +91,22 @@ def up(settings: Settings, wait_s: float = 120.0) -> StackInfo:
     started: list[str] = []
     local_database = database_url is None
     external_kafka = kafka_bootstrap is not None
-    kafka = LocalKafka(settings)
+    kafka = LocalKafka(settings, brokers)
+    cluster_values: dict[str, str] = {}
     if kafka_bootstrap is None:
-        if not kafka.process.running():
-            _require_free_port(settings.kafka_port, "LABFLOW_KAFKA_PORT")
-            _require_free_port(settings.kafka_controller_port, "LABFLOW_KAFKA_CONTROLLER_PORT")
-            kafka.start()
-            started.append("kafka")
+        for node in kafka.nodes:
+            if not node.process.running():
+                _require_free_port(node.broker_port, "LABFLOW_KAFKA_PORT")
+                _require_free_port(node.controller_port, "LABFLOW_KAFKA_CONTROLLER_PORT")
+                if node.proxied_port is not None:
+                    _require_free_port(node.proxied_port, "LABFLOW_KAFKA_PROXY_PORT")
+                started.append(node.process.name)
+        kafka.start()
         kafka_bootstrap = kafka.bootstrap
+        cluster_values = {
+            "LABFLOW_KAFKA_BROKERS": str(kafka.brokers),
+            "LABFLOW_TOPIC_REPLICATION": str(kafka.replication),
+        }
     if database_url is None:
         postgres = LocalPostgres(settings)
         if not postgres.process.running():
@@ -101,17 +115,26 @@ def up(settings: Settings, wait_s: float = 120.0) -> StackInfo:
             started.append("postgres")
         database_url = postgres.url
     deadline = time.monotonic() + wait_s
-    while not broker_answers(kafka_bootstrap):
-        if time.monotonic() > deadline or (not external_kafka and not kafka.process.running()):
-            raise RuntimeError(f"Kafka did not answer on {kafka_bootstrap}; see {kafka.process.log_file}")
-        time.sleep(0.5)
+    wait_kafka(kafka_bootstrap, deadline, None if external_kafka else kafka)
     _wait_database(database_url, deadline)
     env = _write_env(
         settings,
-        {"LABFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap, "LABFLOW_DATABASE_URL": database_url},
+        {"LABFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap, "LABFLOW_DATABASE_URL": database_url, **cluster_values},
         local_database=database_url if local_database else None,
     )
     return StackInfo(kafka_bootstrap, database_url, tuple(started), env)
+
+
+def wait_kafka(bootstrap: str, deadline: float, local: LocalKafka | None = None) -> None:
+    """Until every broker answers (for a local cluster: each node on its own address)."""
+    addresses = [node.address for node in local.nodes] if local is not None else [bootstrap]
+    for address in addresses:
+        while not broker_answers(address):
+            dead = local is not None and next((n for n in local.nodes if not n.process.running()), None)
+            if time.monotonic() > deadline or dead:
+                log = dead.process.log_file if dead else (local.nodes[0].process.log_file if local else "")
+                raise RuntimeError(f"Kafka did not answer on {address}; see {log}")
+            time.sleep(0.5)
 
 
 def _require_free_port(port: int, variable: str) -> None:
@@ -139,13 +162,22 @@ def _wait_database(url: str, deadline: float) -> None:
 
 
 def down(settings: Settings) -> list[str]:
+    """Stop every Kafka node found under the state dir (single node and cluster), then PostgreSQL."""
     stopped = []
-    if LocalKafka(settings).stop():
-        stopped.append("kafka")
+    for kafka in started_stacks(settings):
+        for node in kafka.nodes:
+            if node.process.stop(timeout_s=30):
+                stopped.append(node.process.name)
     if LocalPostgres(settings).stop():
         stopped.append("postgres")
     return stopped
 
 
 def status(settings: Settings) -> dict[str, int | None]:
-    return {"kafka": LocalKafka(settings).process.pid(), "postgres": LocalPostgres(settings).process.pid()}
+    """Pid (None: stopped) of the single Kafka node, of each cluster node present, and of PostgreSQL."""
+    pids: dict[str, int | None] = {}
+    for kafka in started_stacks(settings):
+        for node in kafka.nodes:
+            pids[node.process.name] = node.process.pid()
+    pids["postgres"] = LocalPostgres(settings).process.pid()
+    return pids
