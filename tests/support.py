@@ -36,6 +36,7 @@ from services.core.domain.model import (
     Transport,
     make_result_id,
 )
+from services.core.domain.rejection import Rejection
 from services.core.kafka import create_topics
 from services.simulator.client import Ack, MllpClient
 
@@ -327,3 +328,20 @@ def mllp_send(port: int, *payloads: bytes, ssl_context: ssl.SSLContext | None = 
             await client.close()
 
     return asyncio.run(conversation())
+
+
+def dead_letters(settings: Settings, expected: int) -> list[Rejection]:
+    """The first `expected` records of the rejected topic (waits for them)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": settings.require_kafka(), "group.id": "dlq-probe",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([settings.topics.rejected])
+    dead: list[Rejection] = []
+    try:
+        wait_until(lambda: dead.extend(Rejection.model_validate_json(m.value() or b"")
+                                       for m in consumer.consume(10, 1) if m.error() is None)
+                   or len(dead) >= expected, what=f"{expected} dead letter(s)")
+    finally:
+        consumer.close()
+    return dead

@@ -330,7 +330,7 @@ class ConsumerLoop(Generic[T]):
             while not self.stopping.is_set():
                 try:
                     for attempt in retrying(self.stopping, f"batch from {self.topic}", self._failed):
-                        with attempt:
+                        with attempt, self.readiness.step():
                             self.step()
                 except TRANSIENT:
                     if not self.stopping.is_set():

@@ -12,11 +12,17 @@ readiness is measured, never latched. Conditions are set by the code that talks 
   its publisher instead: `services/gateway/publish.py`.)
 - The consumer group: partitions assigned; cleared on revoke and on loss.
 - Dead letters: Kafka did not confirm the last ones (the batch waits); cleared by the next commit.
+- Progress: one step of the consume loop has been running for more than `STALLED_AFTER_S`. A hung
+  dependency (a stopped PostgreSQL, a partitioned host) raises no error at all: the call just never
+  returns, and only its duration tells.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from confluent_kafka import KafkaError
 
@@ -35,12 +41,33 @@ HINTS = {
 }
 
 
+STALLED_AFTER_S = 10.0  # a batch write takes well under a second; ten means nothing answers
+
+
 class Readiness:
     """Named conditions, each met or failing with a reason; ready when none fails. Thread-safe."""
 
     def __init__(self, *conditions: str) -> None:
         self._lock = threading.Lock()
         self._failing: dict[str, str] = {c: "not checked yet" for c in conditions}
+        self._busy_since: float | None = None
+        self.stalled_after_s = STALLED_AFTER_S
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        """Around one step of work that calls dependencies: not ready while it lasts too long."""
+        self._busy_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._busy_since = None
+
+    def _stalled_s(self) -> float | None:
+        since = self._busy_since
+        if since is None:
+            return None
+        elapsed = time.monotonic() - since
+        return elapsed if elapsed > self.stalled_after_s else None
 
     def ok(self, condition: str) -> None:
         with self._lock:
@@ -57,11 +84,16 @@ class Readiness:
                         hint=HINTS.get(condition, ""))
 
     def ready(self) -> bool:
-        return not self._failing
+        return not self._failing and self._stalled_s() is None
 
     def reason(self) -> str | None:
         with self._lock:
-            return "; ".join(f"{c}: {r}" for c, r in sorted(self._failing.items())) or None
+            reasons = [f"{c}: {r}" for c, r in sorted(self._failing.items())]
+        stalled = self._stalled_s()
+        if stalled is not None:
+            reasons.append(f"progress: a step has waited {stalled:.0f} s for a dependency that does not "
+                           "answer")
+        return "; ".join(reasons) or None
 
     def kafka_error(self, error: KafkaError) -> None:
         """librdkafka `error_cb` (called from the client's poll/consume)."""

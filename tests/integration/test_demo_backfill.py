@@ -4,11 +4,8 @@ and gives a 7-day file with figures."""
 from __future__ import annotations
 
 import csv
-import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -17,19 +14,8 @@ from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.opendata.export import export
 from services.simulator.backfill import backfill
-from services.worker.app import build_worker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def worker(fresh_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
-    running = build_worker(fresh_settings)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    yield fresh_settings.model_copy(update={"opendata_dir": tmp_path / "opendata"})
-    running.stop()
-    thread.join(30)
 
 
 def test_a_demo_backfill_fills_sixty_days_and_the_seven_day_file(worker: Settings) -> None:

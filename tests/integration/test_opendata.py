@@ -6,9 +6,7 @@ import csv
 import json
 import subprocess
 import sys
-import threading
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +20,6 @@ from services.core.domain.model import Outcome, Sex, TestKind
 from services.opendata.app import build_app
 from services.opendata.export import export
 from services.opendata.files import INDEX_NAME
-from services.worker.app import build_worker
 from tests.support import (
     ServiceProcess,
     free_port,
@@ -49,16 +46,6 @@ def jour(days: int) -> str:
 def stored_results(settings: Settings) -> int:
     with psycopg.connect(libpq_url(settings.require_database())) as conn:
         return int(conn.execute("SELECT count(*) FROM results").fetchone()[0])  # type: ignore[index]
-
-
-@pytest.fixture
-def worker(fresh_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
-    running = build_worker(fresh_settings)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    yield fresh_settings.model_copy(update={"opendata_dir": tmp_path / "opendata"})
-    running.stop()
-    thread.join(30)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

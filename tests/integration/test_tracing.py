@@ -36,7 +36,15 @@ from services.core.sealing import seal
 from services.tracing import cli as tracing_cli
 from services.tracing.app import build_service
 from services.tracing.handoff import SIGNATURE_HEADER, build_request, signature, verify_signature
-from tests.support import ServiceProcess, free_port, http_status, port_open, settings_env, wait_until
+from tests.support import (
+    ServiceProcess,
+    dead_letters,
+    free_port,
+    http_status,
+    port_open,
+    settings_env,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 SECRET = "test-signing-secret"
@@ -484,9 +492,7 @@ def test_the_local_standin_checks_signatures_and_records_cases_without_identity(
 def test_unreadable_and_unstorable_case_events_are_dead_lettered_and_the_others_stored(
     settings: Settings, platform: tuple[FakePlatform, str]
 ) -> None:
-    from confluent_kafka import Consumer
 
-    from services.core.domain.rejection import Rejection
 
     before, after = (case_event(settings, "case.opened", uuid.uuid4().hex) for _ in range(2))
     unstorable = case_event(settings, "case.updated", "case\u0000id")  # PostgreSQL text refuses NUL
@@ -498,16 +504,7 @@ def test_unreadable_and_unstorable_case_events_are_dead_lettered_and_the_others_
         assert producer.flush(30) == 0
         wait_until(lambda: all_delivered(settings, [before, after]), timeout_s=20, what="the good events")
 
-        consumer = Consumer({"bootstrap.servers": settings.require_kafka(), "group.id": "dlq-probe",
-                             "auto.offset.reset": "earliest"})
-        consumer.subscribe([settings.topics.rejected])
-        dead: list[Rejection] = []
-        try:
-            wait_until(lambda: dead.extend(Rejection.model_validate_json(m.value() or b"")
-                                           for m in consumer.consume(10, 1) if m.error() is None)
-                       or len(dead) >= 2, what="two dead letters")
-        finally:
-            consumer.close()
+        dead = dead_letters(settings, 2)
     assert {d.stage for d in dead} == {"tracing"}
     assert {d.source_topic for d in dead} == {settings.topics.cases}
     by_payload = {d.payload: d.reasons[0] for d in dead}

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.model import LabResult
-from services.core.domain.rejection import Rejection
 from services.core.kafka import producer_config
 from services.worker.app import build_worker
 from tests.integration.test_worker_crash import end_offsets, stored_offsets
 from tests.support import (
     ServiceProcess,
     database_refusing_connections,
+    dead_letters,
     free_port,
     full_recomputation,
     http_status,
@@ -47,20 +47,6 @@ def stored_result_ids(settings: Settings) -> list[str]:
         return [str(r[0]) for r in conn.execute("SELECT result_id FROM results").fetchall()]
 
 
-def rejected(settings: Settings, expected: int) -> list[Rejection]:
-    consumer = Consumer({"bootstrap.servers": settings.require_kafka(), "group.id": "dlq-probe",
-                         "auto.offset.reset": "earliest"})
-    consumer.subscribe([settings.topics.rejected])
-    dead: list[Rejection] = []
-    try:
-        wait_until(lambda: dead.extend(Rejection.model_validate_json(m.value() or b"")
-                                       for m in consumer.consume(10, 1) if m.error() is None)
-                   or len(dead) >= expected, what=f"{expected} dead letter(s)")
-    finally:
-        consumer.close()
-    return dead
-
-
 @pytest.fixture
 def worker_thread(fresh_settings: Settings) -> Iterator[tuple[Settings, threading.Thread]]:
     worker = build_worker(fresh_settings)
@@ -84,7 +70,7 @@ def test_a_record_the_database_cannot_store_is_dead_lettered_and_the_rest_of_its
 
     good = {r.result_id for r in before + after}
     wait_until(lambda: set(stored_result_ids(settings)) == good, what="every other record of the batch")
-    (dead,) = rejected(settings, 1)
+    (dead,) = dead_letters(settings, 1)
     assert dead.stage == "worker"
     assert (dead.source_topic, dead.source_partition, dead.source_offset) == (settings.topics.results, 0, 40)
     assert dead.payload == poison.model_dump_json().encode()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -307,3 +308,17 @@ def test_error_texts_mask_quoted_values() -> None:
     text = describe(psycopg.DataError('invalid input syntax for type date: "DUPONT"'))
     assert "DUPONT" not in text and text.startswith("DataError")
     assert json.dumps(text)
+
+
+def test_a_step_that_never_returns_makes_the_service_unready() -> None:
+    """A hung dependency (PostgreSQL stopped with SIGSTOP) raises nothing: only the step's duration
+    tells, and readiness must say so while it lasts, and recover when the step returns."""
+    readiness = Readiness(KAFKA)
+    readiness.ok(KAFKA)
+    readiness.stalled_after_s = 0.05
+    with readiness.step():
+        assert readiness.ready()
+        time.sleep(0.1)
+        assert not readiness.ready()
+        assert "progress: a step has waited" in (readiness.reason() or "")
+    assert readiness.ready() and readiness.reason() is None
