@@ -53,7 +53,8 @@ FROM lab_rejections r LEFT JOIN rejection_replays p ON p.rejection_id = r.reject
 WHERE r.lab = %(lab)s ORDER BY r.received_at DESC, r.rejection_id LIMIT %(limit)s
 """
 _TOP_REASONS = """
-SELECT reason->>'code', reason->>'segment', (reason->>'field')::int, count(*)::int, max(r.received_at)
+SELECT reason->>'code', reason->>'segment', (reason->>'field')::int, count(DISTINCT r.rejection_id)::int,
+       max(r.received_at)
 FROM lab_rejections r CROSS JOIN LATERAL jsonb_array_elements(r.reasons) AS reason
 WHERE r.lab = %(lab)s AND r.received_at >= %(since)s AND r.received_at < %(until)s
 GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3 LIMIT %(limit)s

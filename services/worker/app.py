@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Sequence
 from types import FrameType
 
 from confluent_kafka import Consumer, Producer
@@ -47,6 +48,13 @@ def build_relay(settings: Settings) -> OutboxRelay:
     return OutboxRelay(libpq_url(settings.database_url_for("worker")), Producer(producer_config(settings)))
 
 
+def worker_ready(results: Readiness, lab_traffic: Sequence[Readiness]) -> bool:
+    """The results consumer is ready, and the lab-traffic consumers reach Kafka and PostgreSQL. One of
+    them may hold no partition (more workers than the raw or rejected topic has partitions): that is
+    no reason to take the worker out of service."""
+    return results.ready() and all(r.ready(ignoring=frozenset({GROUP})) for r in lab_traffic)
+
+
 def run_worker(settings: Settings) -> None:
     configure_logging("worker", settings.log_level)
     worker = build_worker(settings)
@@ -66,7 +74,7 @@ def run_worker(settings: Settings) -> None:
         thread.start()
 
     def ready() -> bool:
-        return worker.ready() and all(loop.readiness.ready() for loop in traffic)
+        return worker_ready(worker.readiness, [loop.readiness for loop in traffic])
 
     ops = OpsServer(settings.ops_host, settings.worker_ops_port, ready=ready).start()
     tune_garbage_collector()
