@@ -173,6 +173,11 @@ class Settings(BaseSettings):
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
 
+    def lab_traffic_groups(self) -> dict[str, str]:
+        """topic -> group of the worker's lab-traffic consumers (Kafka's, and `consumer_offsets`)."""
+        return {self.topics.raw: f"{self.worker_group}.lab-traffic-raw",
+                self.topics.rejected: f"{self.worker_group}.lab-traffic-rejections"}
+
     @property
     def opendata_path(self) -> Path:
         return self.opendata_dir or self.state_dir / "opendata"

@@ -191,12 +191,6 @@ class TrafficSink:
         self.store.close()
 
 
-def traffic_group(settings: Settings, topic: str) -> str:
-    """Each lab-traffic consumer has its own group (Kafka's and the offsets table's)."""
-    kind = "raw" if topic == settings.topics.raw else "rejections"
-    return f"{settings.worker_group}.lab-traffic-{kind}"
-
-
 def build_lab_traffic(settings: Settings) -> list[ConsumerLoop[Any]]:
     """The two consumers, ready to `run` in their threads."""
     topics, dsn = settings.topics, libpq_url(settings.database_url_for("worker"))
@@ -205,7 +199,7 @@ def build_lab_traffic(settings: Settings) -> list[ConsumerLoop[Any]]:
         (topics.raw, RawCopyStore, {"decode_record": decode_raw}),
         (topics.rejected, RejectionStore, {"decode": json_decoder(Rejection)}),
     ):
-        group = traffic_group(settings, topic)
+        group = settings.lab_traffic_groups()[topic]
         readiness = Readiness(KAFKA, DATABASE, GROUP)
         loops.append(ConsumerLoop(
             Consumer(consumer_config(settings, group, error_cb=readiness.kafka_error)),
