@@ -246,6 +246,15 @@ def create_app(
             403: {"model": ValidationReport, "description": "intake would answer 403: sent as another lab"},
             422: {"model": ValidationReport, "description": "intake would answer 422: no Bundle, no rows"},
         },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    media: {"schema": {"type": "string"}}
+                    for media in ("x-application/hl7-v2+er7", "application/fhir+json", "text/csv")
+                },
+            }
+        },
     )
     async def post_validate(
         request: Request,
