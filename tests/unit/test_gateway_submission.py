@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from nacl.public import PrivateKey
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from services.core.config import Topics
@@ -174,7 +175,13 @@ def test_validation_answers_what_intake_would_and_publishes_nothing(kind: str, b
 
 
 def test_validation_previews_what_would_be_counted_without_identity() -> None:
+    answered = REGISTRY.get_sample_value(
+        "labflow_gateway_messages_total", {"lab": LAB.lab_id, "transport": "http-csv", "ack_code": "AA"}
+    )
     report = asyncio.run(validate(intake(FakePublisher()).without_publishing(), LAB, CSV, "csv"))
+    assert REGISTRY.get_sample_value(  # nor is it in the gateway's metrics
+        "labflow_gateway_messages_total", {"lab": LAB.lab_id, "transport": "http-csv", "ack_code": "AA"}
+    ) == answered
     counted = [c.model_dump(mode="json") for item in report.items for c in item.counted]
     assert counted[0] == {
         "test_kind": "rt-pcr", "outcome": "positive", "status": "F", "collection_day": "2024-01-10",
