@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any
 
+from services.core.domain.terminology import INS_NIR_OID
 from services.gateway.hl7.ack import escape
-from services.gateway.hl7.normalize import DATA_TYPE_ERROR, Issue
+from services.gateway.issues import DATA_TYPE_ERROR, Issue
 
-INS_NIR_OID = "1.2.250.1.213.1.4.8"
 SNOMED = "SCT"
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.gateway.csv_intake import INS_NIR_OID, ResultRow
-from services.gateway.hl7.normalize import INS_OIDS, REQUIRED_FIELD_MISSING, Issue
+from services.core.domain.terminology import INS_NIR_OID, INS_OIDS
+from services.gateway.csv_intake import ResultRow
+from services.gateway.issues import REQUIRED_FIELD_MISSING, Issue
 
 LOINC_SYSTEM = "http://loinc.org"
 SNOMED_SYSTEM = "http://snomed.info/sct"
