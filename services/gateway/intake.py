@@ -19,10 +19,10 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from services.core.config import Topics
-from services.core.domain.model import LabResult, Transport
+from services.core.domain.model import PARIS, LabResult, Transport
 from services.core.domain.rejection import Rejection, RejectionReason
 from services.core.logs import get_logger
 from services.gateway import metrics
@@ -92,8 +92,13 @@ class Intake:
         """When set, only registered, enabled labs are admitted (LABFLOW_LAB_REGISTRY_ENFORCED)."""
 
     async def receive_hl7(
-        self, raw: bytes, transport: Transport, authenticated_lab: str | None = None
+        self,
+        raw: bytes,
+        transport: Transport,
+        authenticated_lab: str | None = None,
+        lab_time_zone: tzinfo = PARIS,
     ) -> IntakeOutcome:
+        """`lab_time_zone`: the sending lab's (SPEC §8.1), in which times without an offset are read."""
         started = time.perf_counter()
         received_at = datetime.now(UTC)
         try:
@@ -104,6 +109,7 @@ class Intake:
                 protector=self.protector,
                 authenticated_lab=authenticated_lab,
                 department_region=self.department_region,
+                lab_time_zone=lab_time_zone,
             )
         except Exception as exc:  # any failure is an AE, never a lost message
             log.error("message not normalized; lab answered AE", **failure(exc))

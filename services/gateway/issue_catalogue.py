@@ -41,7 +41,7 @@ NOT_HL7 = IssueKind(
 BAD_DELIMITERS = IssueKind(
     "BAD_DELIMITERS", DATA_TYPE_ERROR, E,
     "MSH-1 or MSH-2 does not declare usable delimiters (letters, digits, spaces or repeated characters).",
-    "Use the standard delimiters: MSH|^~\\& .",
+    "Use the standard delimiters: `MSH|^~\\&`.",
     "MSH-2: invalid encoding characters",
     reject=True,
 )
@@ -159,7 +159,7 @@ INS_INVALID = IssueKind(
     "The INS (PID-3 under an INS OID or type INS/NH) is not a valid NIR/NIA: wrong length, characters "
     "or control key.",
     "Send the 15-character matricule (13 digits + 2-digit key, 2A/2B for Corsica) as read from INSi.",
-    "PID-3: INS control key 12 does not match (expected 89)",
+    "PID-3: INS key 12 does not match matricule (expected 89)",
 )
 BIRTH_DATE_INVALID = IssueKind(
     "BIRTH_DATE_INVALID", DATA_TYPE_ERROR, E,
@@ -323,10 +323,6 @@ CATALOGUE: tuple[IssueKind, ...] = tuple(v for v in list(globals().values()) if 
 """Every kind, in definition order (the order of `docs/errors.md`)."""
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def render_markdown() -> str:
     """`docs/errors.md`: one section per issue kind."""
     lines = [
@@ -351,8 +347,8 @@ def render_markdown() -> str:
             "",
             f"- Code: {kind.code} ({ERROR_NAMES[kind.code]}), severity {kind.severity}"
             + (", message rejected (AR)" if kind.reject else ""),
-            f"- Cause: {_cell(kind.cause)}",
-            f"- Fix: {_cell(kind.hint)}",
+            f"- Cause: {kind.cause}",
+            f"- Fix: {kind.hint}",
             f"- Example: `{kind.example}`",
         ]
     return "\n".join(lines) + "\n"
