@@ -32,15 +32,15 @@ E, W = "E", "W"
 # -- the message as a whole -------------------------------------------------------------------------
 NOT_HL7 = IssueKind(
     "NOT_HL7", SEGMENT_SEQUENCE_ERROR, E,
-    "The payload is not an HL7 v2 ER7 message: empty, not starting with MSH, or a segment name that is "
-    "not three letters or digits.",
+    "The payload is not an HL7 v2 ER7 message: empty, not starting with MSH, an unusable field separator "
+    "(MSH-1), or a segment name that is not three letters or digits.",
     "Send one ORU^R01 message per frame, starting with the MSH segment, segments separated by CR.",
     "not an HL7 v2 message: it does not start with an MSH segment",
     reject=True,
 )
 BAD_DELIMITERS = IssueKind(
     "BAD_DELIMITERS", DATA_TYPE_ERROR, E,
-    "MSH-1 or MSH-2 does not declare usable delimiters (letters, digits, spaces or repeated characters).",
+    "MSH-2 does not declare usable encoding characters (letters, digits, spaces or control characters).",
     "Use the standard delimiters: `MSH|^~\\&`.",
     "MSH-2: invalid encoding characters",
     reject=True,
