@@ -14,8 +14,8 @@ is collected first and turned into results when the next ORC/OBR/PID or the end 
 Z-segments are ignored here (they stay in the raw message).
 
 Module layout (issue #13): this module holds the message walk (segments → patient and order groups)
-and the order/observation checks that build `LabResult`s; the header and its rejections are in
-`header`, PID in `patient`, DTM in `datatypes`, the LOINC/SNOMED tables in
+and the order checks that build `LabResult`s; the header and its rejections are in `header`, PID in
+`patient`, OBX in `observation`, DTM in `datatypes`, the LOINC/SNOMED tables in
 `services.core.domain.terminology`, and every issue's code, severity and hint in
 `services.gateway.issue_catalogue`. An HL7 timestamp without an offset is read in the sending lab's
 time zone (`lab_time_zone`, SPEC §8.1); the collection day is then the residence department's
