@@ -22,10 +22,10 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from services.core.config import Topics
-from services.core.domain.model import LabResult, Transport
+from services.core.domain.model import PARIS, LabResult, Transport
 from services.core.domain.rejection import Rejection, RejectionReason
 from services.core.logs import get_logger
 from services.gateway import metrics
@@ -110,9 +110,14 @@ class Intake:
         )
 
     def normalize(
-        self, raw: bytes, transport: Transport, received_at: datetime, authenticated_lab: str | None
+        self,
+        raw: bytes,
+        transport: Transport,
+        received_at: datetime,
+        authenticated_lab: str | None,
+        lab_time_zone: tzinfo = PARIS,
     ) -> Normalized:
-        """One ORU^R01 as this gateway reads it (its identity keys, its reference data)."""
+        """One ORU^R01 as this gateway reads it (its identity keys, its reference data, the lab's zone)."""
         return normalize_oru(
             raw,
             received_at=received_at,
@@ -120,15 +125,21 @@ class Intake:
             protector=self.protector,
             authenticated_lab=authenticated_lab,
             department_region=self.department_region,
+            lab_time_zone=lab_time_zone,
         )
 
     async def receive_hl7(
-        self, raw: bytes, transport: Transport, authenticated_lab: str | None = None
+        self,
+        raw: bytes,
+        transport: Transport,
+        authenticated_lab: str | None = None,
+        lab_time_zone: tzinfo = PARIS,
     ) -> IntakeOutcome:
+        """`lab_time_zone`: the sending lab's (SPEC §8.1), in which times without an offset are read."""
         started = time.perf_counter()
         received_at = datetime.now(UTC)
         try:
-            normalized = self.normalize(raw, transport, received_at, authenticated_lab)
+            normalized = self.normalize(raw, transport, received_at, authenticated_lab, lab_time_zone)
         except Exception as exc:  # any failure is an AE, never a lost message
             log.error("message not normalized; lab answered AE", **failure(exc))
             return IntakeOutcome("AE", None, [FAILED], [], received_at)

@@ -31,8 +31,8 @@ from services.core.config import Settings
 from services.core.db import tables
 from services.core.db.engine import make_engine
 from services.core.logs import get_logger
+from services.gateway import issue_catalogue as catalogue
 from services.gateway.hl7.normalize import APPLICATION_INTERNAL_ERROR, Issue, MessageHeader
-from services.gateway.sender import sender_refusal
 
 log = get_logger(__name__)
 
@@ -269,8 +269,9 @@ class LabRegistry:
             return None
         shown = lab_id[:40]
         reason = "is disabled in the lab registry" if lab is not None else "is not a registered lab"
-        return sender_refusal(
-            f"MSH-4: sending facility '{shown}' {reason}; ask the LabFlow operators to register it"
+        return catalogue.UNREGISTERED_LAB.at(
+            "MSH", 1, 4, 1,
+            f"MSH-4: sending facility '{shown}' {reason}; ask the LabFlow operators to register it",
         )
 
     async def authenticate(self, token: str) -> Authentication:

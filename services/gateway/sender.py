@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from services.gateway.hl7.normalize import UNKNOWN_KEY_IDENTIFIER, Issue
+from services.gateway import issue_catalogue as catalogue
+from services.gateway.issues import Issue
 
 
 def claims_other_lab(own: Iterable[str | None], claimed: Iterable[str | None]) -> bool:
@@ -22,11 +23,9 @@ def claims_other_lab(own: Iterable[str | None], claimed: Iterable[str | None]) -
     return bool(named) and not named.intersection(o for o in own if o)
 
 
-def sender_refusal(text: str) -> Issue:
-    """The refusal of a sender (MSH-4.1, HL7 table 0357 code 204 unknown key identifier, AR)."""
-    return Issue("MSH", 1, 4, 1, UNKNOWN_KEY_IDENTIFIER, "E", text, True)
-
-
 def not_this_lab(claimed: Iterable[str], lab_id: str) -> Issue:
+    """The refusal of a payload whose sender is not the token's lab (ERR 204 at MSH-4.1, AR)."""
     shown = ", ".join(c[:40] for c in claimed)
-    return sender_refusal(f"sending lab '{shown}' is not the lab of this token '{lab_id}'")
+    return catalogue.SENDER_NOT_TOKEN_LAB.at(
+        "MSH", 1, 4, 1, f"sending lab '{shown}' is not the lab of this token '{lab_id}'"
+    )
