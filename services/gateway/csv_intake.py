@@ -20,10 +20,11 @@ from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any
 
+from services.core.domain.terminology import INS_NIR_OID
+from services.gateway import issue_catalogue as catalogue
 from services.gateway.hl7.ack import escape
-from services.gateway.hl7.normalize import DATA_TYPE_ERROR, Issue
+from services.gateway.issues import Issue
 
-INS_NIR_OID = "1.2.250.1.213.1.4.8"
 SNOMED = "SCT"
 
 
@@ -309,7 +310,7 @@ def parse_csv(body: bytes) -> list[CsvRow]:
             issues: list[tuple[Issue, str]] = []
             if len(values) != len(header):
                 text_ = f"row {number}: {len(values)} fields, the header has {len(header)}"
-                issues.append((Issue("", 0, None, None, DATA_TYPE_ERROR, "E", text_), f"row {number}"))
+                issues.append((catalogue.CSV_FIELD_COUNT.unlocated(text_), f"row {number}"))
             cells: dict[str, Any] = {name: value.strip() for name, value in zip(header, values, strict=False)}
             if not cells.get("status"):
                 cells.pop("status", None)

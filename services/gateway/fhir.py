@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.gateway.csv_intake import INS_NIR_OID, ResultRow
-from services.gateway.hl7.normalize import INS_OIDS, REQUIRED_FIELD_MISSING, Issue
+from services.core.domain.terminology import INS_NIR_OID, INS_OIDS
+from services.gateway import issue_catalogue as catalogue
+from services.gateway.csv_intake import ResultRow
+from services.gateway.issues import Issue, IssueKind
 
 LOINC_SYSTEM = "http://loinc.org"
 SNOMED_SYSTEM = "http://snomed.info/sct"
@@ -82,8 +84,8 @@ def _value(observation: dict[str, Any]) -> str:
     return _str(observation.get("valueString"))
 
 
-def _issue(text: str, where: str, severity: str = "E") -> tuple[Issue, str]:
-    return Issue("", 0, None, None, REQUIRED_FIELD_MISSING, severity, f"{where}: {text}"), where
+def _issue(kind: IssueKind, text: str, where: str) -> tuple[Issue, str]:
+    return kind.unlocated(f"{where}: {text}"), where
 
 
 class _Bundle:
@@ -96,7 +98,13 @@ class _Bundle:
             resource = _obj(_obj(entry).get("resource"))
             kind = _str(resource.get("resourceType"))
             if not kind:
-                self.issues.append(_issue("entry without a resource (or without resourceType)", path))
+                self.issues.append(
+                    _issue(
+                        catalogue.FHIR_ENTRY_WITHOUT_RESOURCE,
+                        "entry without a resource (or without resourceType)",
+                        path,
+                    )
+                )
                 continue
             self.resources.append((path, resource))
             full_url = _str(_obj(entry).get("fullUrl"))
@@ -112,10 +120,18 @@ class _Bundle:
         target = _str(_obj(reference).get("reference"))
         found = self.by_reference.get(target)
         if not target:
-            self.issues.append(_issue(f"reference to a {kind} missing", where))
+            self.issues.append(
+                _issue(catalogue.FHIR_REFERENCE_MISSING, f"reference to a {kind} missing", where)
+            )
         elif found is None or _str(found[1].get("resourceType")) != kind:
             # the reference itself is not repeated: labs may build ids from patient data
-            self.issues.append(_issue(f"the referenced {kind} is not in the Bundle", where))
+            self.issues.append(
+                _issue(
+                    catalogue.FHIR_REFERENCE_NOT_IN_BUNDLE,
+                    f"the referenced {kind} is not in the Bundle",
+                    where,
+                )
+            )
         else:
             return found
         return None
@@ -197,7 +213,9 @@ def read_bundle(document: Any) -> BundleContent:
     index = _Bundle(entries)
     reports = [(p, r) for p, r in index.resources if _str(r.get("resourceType")) == "DiagnosticReport"]
     if not reports:
-        index.issues.append(_issue("the Bundle has no DiagnosticReport", "Bundle.entry"))
+        index.issues.append(
+            _issue(catalogue.FHIR_NO_REPORT, "the Bundle has no DiagnosticReport", "Bundle.entry")
+        )
     listed: set[str] = set()
     for report_path, report in reports:
         for performer in _list(report.get("performer")):
@@ -230,7 +248,13 @@ def read_bundle(document: Any) -> BundleContent:
                 paths.update({k: p for k, p in where.items() if values[k] or not base.get(k)})
         results = _list(report.get("result"))
         if not results:
-            index.issues.append(_issue("the DiagnosticReport lists no Observation", f"{report_path}.result"))
+            index.issues.append(
+                _issue(
+                    catalogue.FHIR_REPORT_WITHOUT_OBSERVATION,
+                    "the DiagnosticReport lists no Observation",
+                    f"{report_path}.result",
+                )
+            )
         for r, reference in enumerate(results):
             found = index.resolve(reference, "Observation", f"{report_path}.result[{r}]")
             if found is None or patient is None:
@@ -260,7 +284,11 @@ def read_bundle(document: Any) -> BundleContent:
     for path, resource in index.resources:
         if _str(resource.get("resourceType")) == "Observation" and path not in listed:
             index.issues.append(
-                _issue("Observation not listed in any DiagnosticReport.result: not read", path, "W")
+                _issue(
+                    catalogue.FHIR_OBSERVATION_NOT_LISTED,
+                    "Observation not listed in any DiagnosticReport.result: not read",
+                    path,
+                )
             )
     content.issues = index.issues
     return content

@@ -12,6 +12,10 @@ Status codes: 200 the items were processed (each accepted or rejected); 400 the 
 Kafka (or the registry) did not confirm, or the gateway failed unexpectedly: nothing is acknowledged,
 send it all again (`Retry-After`; results are idempotent). Never a 500 (SPEC §9.1). A body that
 cannot be read is still kept on the raw and rejected topics.
+
+The routes only authenticate, read the body and call the use cases of `submission.py`; `POST
+/v1/validate` calls the same ones with an intake that publishes nothing (`validation.py`) and
+answers the status intake would, with the validation report as its body.
 """
 
 from __future__ import annotations
@@ -20,15 +24,12 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import UTC, datetime
-from typing import Literal
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -38,28 +39,23 @@ from services.core.db import tables
 from services.core.db.engine import make_engine
 from services.core.domain.model import Transport
 from services.core.logs import get_logger
-from services.gateway.csv_intake import Converted, CsvError, NoRows, build_oru, parse_csv
-from services.gateway.fhir import FhirError, read_bundle
 from services.gateway.fhir_outcome import FHIR_JSON, operation_outcome, wants_fhir
-from services.gateway.hl7.batch import split_batch
-from services.gateway.hl7.normalize import (
-    APPLICATION_INTERNAL_ERROR,
-    DATA_TYPE_ERROR,
-    UNKNOWN_KEY_IDENTIFIER,
-    Issue,
-    Normalized,
-    normalize_header,
-    normalize_oru,
-)
 from services.gateway.http_docs import add_docs
-from services.gateway.intake import Intake, IntakeOutcome, failure
+from services.gateway.intake import Intake, failure
 from services.gateway.labs import Lab, LabRegistry, RegistryUnavailable
+from services.gateway.submission import (
+    Submission,
+    SubmissionResponse,
+    handle_csv,
+    handle_fhir,
+    handle_hl7,
+    transient,
+)
+from services.gateway.validation import FORMATS, Format, ValidationReport, detect_format, validate
 
 log = get_logger(__name__)
 
 RETRY_AFTER_S = 5
-CHUNK = 200
-"""Items normalized between two yields to the event loop (MLLP shares it)."""
 HEAD_BYTES = 4096
 """Kept from an over-limit body: enough for an HL7 header (MSH-4, MSH-10) in its rejection."""
 FAILED_TEXT = (
@@ -78,41 +74,6 @@ class _Oversized:
     def update(self, chunk: bytes) -> None:
         self.size += len(chunk)
         self.sha256.update(chunk)
-
-
-class Reason(BaseModel):
-    location: str | None
-    """Where, in the lab's terms: `PID-3.1`, `row 3, column ins`, `Bundle.entry[2].resource.code`."""
-    segment: str | None
-    sequence: int | None
-    field: int | None
-    component: int | None
-    code: str
-    severity: str
-    text: str
-
-
-class Item(BaseModel):
-    index: int
-    ref: str
-    """`message 2`, `row 3` or `bundle`."""
-    control_id: str | None
-    status: Literal["accepted", "rejected"]
-    ack_code: str
-    result_ids: list[str]
-    reasons: list[Reason]
-
-
-class SubmissionResponse(BaseModel):
-    submission_id: str
-    lab: str
-    transport: Transport
-    received_at: datetime
-    status: Literal["accepted", "partially-accepted", "rejected"]
-    accepted: int
-    rejected: int
-    warnings: list[str]
-    items: list[Item]
 
 
 class SubmissionStore:
@@ -158,132 +119,19 @@ def _error(status: int, error: str, detail: str, **extra: object) -> JSONRespons
     return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status, headers=headers)
 
 
-def _hl7_location(issue: Issue) -> str | None:
-    if not issue.segment:
-        return None
-    if issue.field is None:
-        return issue.segment
-    return f"{issue.segment}-{issue.field}" + (f".{issue.component}" if issue.component else "")
-
-
-def _reasons(
-    issues: Sequence[Issue], locate: Callable[[Issue], str | None], hl7: bool
-) -> list[Reason]:
-    """HL7 positions only for HL7 items; FHIR and CSV items are located in their own terms alone."""
-    return [
-        Reason(
-            location=locate(i),
-            segment=(i.segment or None) if hl7 else None,
-            sequence=(i.sequence or None) if hl7 else None,
-            field=i.field if hl7 else None,
-            component=i.component if hl7 else None,
-            code=i.code,
-            severity=i.severity,
-            text=i.text,
-        )
-        for i in issues
-    ]
-
-
-def _transient(outcome: IntakeOutcome) -> bool:
-    return outcome.ack_code == "AE" and any(i.code == APPLICATION_INTERNAL_ERROR for i in outcome.issues)
-
-
-def _item(
-    index: int, ref: str, outcome: IntakeOutcome, locate: Callable[[Issue], str | None], hl7: bool = False
-) -> Item:
-    return Item(
-        index=index,
-        ref=ref,
-        control_id=outcome.control_id or None,
-        status="accepted" if outcome.ack_code == "AA" else "rejected",
-        ack_code=outcome.ack_code,
-        result_ids=[r.result_id for r in outcome.results],
-        reasons=_reasons(outcome.issues, locate, hl7),
-    )
-
-
-def _other_lab(lab: Lab, claimed: Sequence[str]) -> bool:
-    """Whether a payload claims a sender that is not `lab` (identifiers of one claimed sender)."""
-    own = {lab.lab_id, lab.finess} - {None}
-    return bool(claimed) and not own.intersection(claimed)
-
-
-def _forbidden_issue(lab: Lab, claimed: Sequence[str]) -> Issue:
-    shown = ", ".join(c[:40] for c in claimed)
-    return Issue(
-        "MSH",
-        1,
-        4,
-        1,
-        UNKNOWN_KEY_IDENTIFIER,
-        "E",
-        f"sending lab '{shown}' is not the lab of this token '{lab.lab_id}'",
-        True,
-    )
-
-
-def _chunks(items: Sequence[object]) -> Iterator[range]:
-    for start in range(0, len(items), CHUNK):
-        yield range(start, min(start + CHUNK, len(items)))
-
-
-class _Submission:
-    """One request being processed: its id, its lab, and the helpers every format shares."""
-
-    def __init__(self, intake: Intake, lab: Lab, transport: Transport) -> None:
-        self.intake = intake
-        self.lab = lab
-        self.transport = transport
-        self.id = uuid.uuid4().hex
-        self.received_at = datetime.now(UTC)
-
-    def normalize(self, converted: Converted, extra: Sequence[Issue] = ()) -> Normalized:
-        normalized = normalize_oru(
-            converted.er7,
-            received_at=self.received_at,
-            transport=self.transport,
-            protector=self.intake.protector,
-            authenticated_lab=self.lab.lab_id,
-            department_region=self.intake.department_region,
-        )
-        issues = [*extra, *(i for i, _ in converted.issues), *normalized.issues]
-        return Normalized(normalized.header, normalized.results, normalized.non_results, issues)
-
-
-    async def refuse_body(self, raw: bytes, status: int, error: str, text: str) -> JSONResponse:
-        """A body that cannot be read: kept on the raw and rejected topics, answered 4xx."""
-        envelope = build_oru(self.lab.lab_id, self.lab.finess, self.id, [], sent_at=self.received_at)
-        issue = Issue("", 0, None, None, DATA_TYPE_ERROR, "E", text, True)
-        normalized = Normalized(normalize_header(envelope.er7), issues=[issue])
-        outcome = await self.intake.receive_normalized(raw, self.transport, normalized, self.received_at)
-        if _transient(outcome):
-            return _error(503, "unavailable", outcome.issues[0].text, retry_after_s=RETRY_AFTER_S)
-        return _error(status, error, text)
-
-    def response(self, items: list[Item], warnings: list[str]) -> SubmissionResponse:
-        accepted = sum(item.status == "accepted" for item in items)
-        status: Literal["accepted", "partially-accepted", "rejected"] = (
-            "accepted" if accepted == len(items) else "rejected" if accepted == 0 else "partially-accepted"
-        )
-        return SubmissionResponse(
-            submission_id=self.id,
-            lab=self.lab.lab_id,
-            transport=self.transport,
-            received_at=self.received_at,
-            status=status,
-            accepted=accepted,
-            rejected=len(items) - accepted,
-            warnings=warnings,
-            items=items,
-        )
-
-
 def create_app(
-    intake: Intake, registry: LabRegistry, submissions: SubmissionStore, *, max_body_bytes: int
+    intake: Intake,
+    registry: LabRegistry,
+    submissions: SubmissionStore,
+    *,
+    max_body_bytes: int,
+    validation: Intake | None = None,
 ) -> FastAPI:
+    """`validation`: the intake without publishing that `POST /v1/validate` uses (by default
+    `intake.without_publishing()`)."""
     app = FastAPI(title="LabFlow HTTP intake", version="1", docs_url=None, redoc_url=None)
     add_docs(app)
+    validating = validation if validation is not None else intake.without_publishing()
 
     @app.exception_handler(Exception)
     async def internal_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -319,12 +167,7 @@ def create_app(
                 body = bytearray()
         return oversized if oversized is not None else bytes(body)
 
-    async def refuse_oversized(lab: Lab, transport: Transport, body: _Oversized) -> JSONResponse:
-        outcome = await intake.refuse_oversized(
-            transport, body.head, body.size, body.sha256.hexdigest(), max_body_bytes, lab.lab_id
-        )
-        if _transient(outcome):
-            return _error(503, "unavailable", outcome.issues[0].text, retry_after_s=RETRY_AFTER_S)
+    def too_large(body: _Oversized) -> JSONResponse:
         return _error(
             413,
             "too-large",
@@ -334,39 +177,36 @@ def create_app(
             sha256=body.sha256.hexdigest(),
         )
 
-    async def finish(
-        submission: _Submission,
-        outcomes: list[IntakeOutcome],
-        items: list[Item],
-        warnings: list[str],
-        forbidden: list[str],
-    ) -> JSONResponse:
-        if any(_transient(o) for o in outcomes):
-            return _error(
-                503,
-                "unavailable",
-                "the results could not be stored durably right now (message bus unavailable); "
-                "nothing of this submission is acknowledged, send it again",
-                retry_after_s=RETRY_AFTER_S,
-            )
-        response = submission.response(items, warnings)
+    async def refuse_oversized(lab: Lab, transport: Transport, body: _Oversized) -> JSONResponse:
+        outcome = await intake.refuse_oversized(
+            transport, body.head, body.size, body.sha256.hexdigest(), max_body_bytes, lab.lab_id
+        )
+        if transient(outcome):
+            return _error(503, "unavailable", outcome.issues[0].text, retry_after_s=RETRY_AFTER_S)
+        return too_large(body)
+
+    async def answer(submission: Submission) -> JSONResponse:
+        status, error, detail = submission.status()
+        if status == 503:
+            return _error(503, error or "unavailable", detail or "", retry_after_s=RETRY_AFTER_S)
+        if submission.refusal is not None:
+            return _error(status, error or "", detail or "")
+        response = submission.response()
         try:
             await submissions.save(response)
         except SQLAlchemyError as exc:
             log.warning("submission not stored", submission_id=submission.id, error=type(exc).__name__)
             return _error(503, "unavailable", "the submission could not be recorded; send it again")
         body = response.model_dump(mode="json")
-        status = 200
-        if forbidden:
-            status = 403
-            body |= {"error": "forbidden", "detail": f"a lab may only send as itself: {'; '.join(forbidden)}"}
+        if error is not None:
+            body |= {"error": error, "detail": detail}
         location = f"/v1/submissions/{submission.id}"
         return JSONResponse(body, status_code=status, headers={"Location": location})
 
     async def handle(
         request: Request,
         transport: Transport,
-        process: Callable[[_Submission, bytes], Awaitable[JSONResponse]],
+        use_case: Callable[[Intake, Lab, bytes], Awaitable[Submission]],
     ) -> JSONResponse:
         lab = await authenticate(request)
         if isinstance(lab, JSONResponse):
@@ -375,110 +215,18 @@ def create_app(
             body = await read_body(request)
             if isinstance(body, _Oversized):
                 return await refuse_oversized(lab, transport, body)
-            return await process(_Submission(intake, lab, transport), body)
+            return await answer(await use_case(intake, lab, body))
         except Exception as exc:  # an answer the lab can act on (send again), never a 500
             log.error("http submission failed; answered 503", lab=lab.lab_id, **failure(exc))
             return _error(503, "internal", FAILED_TEXT, retry_after_s=RETRY_AFTER_S)
 
-    async def process_hl7(submission: _Submission, body: bytes) -> JSONResponse:
-        batch = split_batch(body)
-        forbidden = []
-        for n, message in enumerate(batch.messages, start=1):
-            header = normalize_header(message)
-            if header is not None and header.sending_facility:
-                claimed = [c for c in (header.sending_facility, header.lab_finess) if c]
-                if _other_lab(submission.lab, claimed):
-                    forbidden.append(f"message {n} is from '{header.sending_facility[:40]}'")
-        outcomes: list[IntakeOutcome] = []
-        for chunk in _chunks(batch.messages):
-            outcomes += await asyncio.gather(
-                *(
-                    intake.receive_hl7(batch.messages[i], submission.transport, submission.lab.lab_id)
-                    for i in chunk
-                )
-            )
-        items = [_item(i, f"message {i + 1}", o, _hl7_location, hl7=True) for i, o in enumerate(outcomes)]
-        return await finish(submission, outcomes, items, batch.warnings, forbidden)
-
-    async def process_fhir(submission: _Submission, body: bytes) -> JSONResponse:
-        try:
-            document = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            text = f"the body is not JSON: {str(exc)[:120]}"
-            return await submission.refuse_body(body, 400, "malformed-json", text)
-        try:
-            content = read_bundle(document)
-        except FhirError as exc:
-            return await submission.refuse_body(body, 422, "not-a-bundle", str(exc))
-        converted = build_oru(
-            submission.lab.lab_id,
-            submission.lab.finess,
-            content.control_id or submission.id,
-            content.rows,
-            sent_at=submission.received_at,
-            issues=content.issues,
-        )
-        others = [p for p in content.performers if _other_lab(submission.lab, p)]
-        forbidden = [f"DiagnosticReport.performer is '{', '.join(p)[:60]}'" for p in others]
-        refusals = [_forbidden_issue(submission.lab, p) for p in others[:1]]
-        normalized = submission.normalize(converted, refusals)
-        outcome = await intake.receive_normalized(
-            body, submission.transport, normalized, submission.received_at
-        )
-        located = {id(issue): where for issue, where in converted.issues}
-
-        def locate(issue: Issue) -> str | None:
-            if (issue.segment, issue.field) == ("MSH", 10):
-                return content.control_id_path
-            if (issue.segment, issue.field) == ("MSH", 4):  # the sender: who performed the report
-                return "Bundle.entry.resource.ofType(DiagnosticReport).performer"
-            return located.get(id(issue)) or (converted.locate(issue) if issue.segment else None)
-
-        return await finish(submission, [outcome], [_item(0, "bundle", outcome, locate)], [], forbidden)
-
-    async def process_csv(submission: _Submission, body: bytes) -> JSONResponse:
-        try:
-            rows = parse_csv(body)
-        except NoRows as exc:
-            return await submission.refuse_body(body, 422, "no-rows", str(exc))
-        except CsvError as exc:
-            return await submission.refuse_body(body, 400, "malformed-csv", str(exc))
-        outcomes: list[IntakeOutcome] = []
-        converted: list[Converted] = []
-        for chunk in _chunks(rows):
-            batch = []
-            for i in chunk:
-                row = rows[i]
-                conversion = build_oru(
-                    submission.lab.lab_id,
-                    submission.lab.finess,
-                    f"{submission.id[:16]}-{row.number}",
-                    [row.row],
-                    sent_at=submission.received_at,
-                    issues=row.issues,
-                )
-                converted.append(conversion)
-                normalized = submission.normalize(conversion)
-                received_at, transport = submission.received_at, submission.transport
-                batch.append(intake.receive_normalized(row.raw, transport, normalized, received_at))
-            outcomes += await asyncio.gather(*batch)
-        items = []
-        for i, (outcome, conversion) in enumerate(zip(outcomes, converted, strict=True)):
-            located = {id(issue): where for issue, where in conversion.issues}
-
-            def locate(issue: Issue, c: Converted = conversion, at: dict[int, str] = located) -> str | None:
-                return at.get(id(issue)) or (c.locate(issue) if issue.segment else None)
-
-            items.append(_item(i, f"row {rows[i].number}", outcome, locate))
-        return await finish(submission, outcomes, items, [], [])
-
     @app.post("/v1/results/hl7")
     async def post_hl7(request: Request) -> JSONResponse:
-        return await handle(request, Transport.HTTP_HL7, process_hl7)
+        return await handle(request, Transport.HTTP_HL7, handle_hl7)
 
     @app.post("/v1/results/fhir")
     async def post_fhir(request: Request) -> JSONResponse:
-        answer = await handle(request, Transport.HTTP_FHIR, process_fhir)
+        answer = await handle(request, Transport.HTTP_FHIR, handle_fhir)
         if not wants_fhir(request.headers.get("accept", "")):
             return answer
         outcome = operation_outcome(json.loads(bytes(answer.body)), answer.status_code)
@@ -488,7 +236,54 @@ def create_app(
 
     @app.post("/v1/results/csv")
     async def post_csv(request: Request) -> JSONResponse:
-        return await handle(request, Transport.HTTP_CSV, process_csv)
+        return await handle(request, Transport.HTTP_CSV, handle_csv)
+
+    @app.post(
+        "/v1/validate",
+        response_model=ValidationReport,
+        responses={
+            400: {"model": ValidationReport, "description": "intake would answer 400: unreadable body"},
+            403: {"model": ValidationReport, "description": "intake would answer 403: sent as another lab"},
+            422: {"model": ValidationReport, "description": "intake would answer 422: no Bundle, no rows"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    media: {"schema": {"type": "string"}}
+                    for media in ("x-application/hl7-v2+er7", "application/fhir+json", "text/csv")
+                },
+            }
+        },
+    )
+    async def post_validate(
+        request: Request,
+        kind: Annotated[
+            Format | None,
+            Query(
+                alias="format",
+                description=f"one of {', '.join(FORMATS)}; by default from Content-Type, else the content",
+            ),
+        ] = None,
+    ) -> JSONResponse:
+        """What intake would answer for this body (HL7 v2 message or FHS/BHS batch, FHIR R4 Bundle,
+        CSV), with nothing published, stored or counted (SPEC §8.1): the status intake would answer,
+        and a report per item (ACK code, each issue with its location, HL7 table 0357 code and a hint,
+        what would be counted — never identity)."""
+        lab = await authenticate(request)
+        if isinstance(lab, JSONResponse):
+            return lab
+        try:
+            body = await read_body(request)
+            if isinstance(body, _Oversized):
+                return too_large(body)
+            kind = kind or detect_format(body, content_type=request.headers.get("content-type"))
+            report = await validate(validating, lab, body, kind)
+        except Exception as exc:  # never a 500
+            log.error("http validation failed; answered 503", lab=lab.lab_id, **failure(exc))
+            return _error(503, "internal", FAILED_TEXT, retry_after_s=RETRY_AFTER_S)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if report.intake_status == 503 else None
+        return JSONResponse(report.model_dump(mode="json"), status_code=report.intake_status, headers=headers)
 
     @app.get("/v1/submissions/{submission_id}")
     async def get_submission(submission_id: str, request: Request) -> JSONResponse:
@@ -519,9 +314,13 @@ class HttpServer(uvicorn.Server):
         )
 
     @classmethod
-    def for_gateway(cls, settings: Settings, intake: Intake, registry: LabRegistry) -> HttpServer:
+    def for_gateway(
+        cls, settings: Settings, intake: Intake, registry: LabRegistry, validation: Intake | None = None
+    ) -> HttpServer:
         submissions = SubmissionStore(make_engine(settings.database_url_for("gateway")))
-        app = create_app(intake, registry, submissions, max_body_bytes=settings.http_max_body_bytes)
+        app = create_app(
+            intake, registry, submissions, max_body_bytes=settings.http_max_body_bytes, validation=validation
+        )
         return cls(app, settings.http_host, settings.http_port, settings.gateway_drain_timeout_s)
 
     @contextlib.contextmanager

@@ -9,6 +9,9 @@ while a payload is handled, is AE (send it again), never an exception for the tr
 into a closed connection. What Kafka cannot carry (a payload over the documented limit, or a record
 over the size limits derived from it in `services/core/record_sizes.py`) is refused with AR, and the
 rejected topic keeps its SHA-256 and size instead of the payload.
+
+`without_publishing()` is the same intake with a publisher that writes nothing and no metrics:
+validation (SPEC §8.1) answers exactly what intake would because it is this code, not a copy.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from services.core.config import Topics
-from services.core.domain.model import LabResult, Transport
+from services.core.domain.model import PARIS, LabResult, Transport
 from services.core.domain.rejection import Rejection, RejectionReason
 from services.core.logs import get_logger
 from services.gateway import metrics
@@ -36,7 +39,7 @@ from services.gateway.hl7.normalize import (
 )
 from services.gateway.identity import IdentityProtector
 from services.gateway.labs import REGISTRY_UNAVAILABLE, LabRegistry, RegistryUnavailable
-from services.gateway.publish import DeliveryFailed, KafkaPublisher, Record, RecordTooLarge
+from services.gateway.publish import DeliveryFailed, NotPublishing, Publisher, Record, RecordTooLarge
 
 log = get_logger(__name__)
 
@@ -77,13 +80,17 @@ class IntakeOutcome:
 class Intake:
     def __init__(
         self,
-        publisher: KafkaPublisher,
+        publisher: Publisher,
         topics: Topics,
         protector: IdentityProtector,
         labs: LabRegistry | None = None,
         department_region: Mapping[str, str] | None = None,
+        *,
+        counted: bool = True,
     ) -> None:
         self.publisher = publisher
+        self.counted = counted
+        """False when validating: what it answers is not in the gateway's metrics."""
         self.department_region = department_region
         """From the configured reference data (LABFLOW_REFERENCE_DIR)."""
         self.topics = topics
@@ -91,20 +98,48 @@ class Intake:
         self.labs = labs
         """When set, only registered, enabled labs are admitted (LABFLOW_LAB_REGISTRY_ENFORCED)."""
 
+    def without_publishing(self) -> Intake:
+        """This intake for validation: the same checks and answers, nothing written or counted."""
+        return Intake(
+            NotPublishing(self.publisher),
+            self.topics,
+            self.protector,
+            self.labs,
+            self.department_region,
+            counted=False,
+        )
+
+    def normalize(
+        self,
+        raw: bytes,
+        transport: Transport,
+        received_at: datetime,
+        authenticated_lab: str | None,
+        lab_time_zone: tzinfo = PARIS,
+    ) -> Normalized:
+        """One ORU^R01 as this gateway reads it (its identity keys, its reference data, the lab's zone)."""
+        return normalize_oru(
+            raw,
+            received_at=received_at,
+            transport=transport,
+            protector=self.protector,
+            authenticated_lab=authenticated_lab,
+            department_region=self.department_region,
+            lab_time_zone=lab_time_zone,
+        )
+
     async def receive_hl7(
-        self, raw: bytes, transport: Transport, authenticated_lab: str | None = None
+        self,
+        raw: bytes,
+        transport: Transport,
+        authenticated_lab: str | None = None,
+        lab_time_zone: tzinfo = PARIS,
     ) -> IntakeOutcome:
+        """`lab_time_zone`: the sending lab's (SPEC §8.1), in which times without an offset are read."""
         started = time.perf_counter()
         received_at = datetime.now(UTC)
         try:
-            normalized = normalize_oru(
-                raw,
-                received_at=received_at,
-                transport=transport,
-                protector=self.protector,
-                authenticated_lab=authenticated_lab,
-                department_region=self.department_region,
-            )
+            normalized = self.normalize(raw, transport, received_at, authenticated_lab, lab_time_zone)
         except Exception as exc:  # any failure is an AE, never a lost message
             log.error("message not normalized; lab answered AE", **failure(exc))
             return IntakeOutcome("AE", None, [FAILED], [], received_at)
@@ -162,6 +197,8 @@ class Intake:
         return outcome
 
     def _record(self, outcome: IntakeOutcome, transport: Transport, started: float) -> None:
+        if not self.counted:
+            return
         lab = outcome.header.sending_facility if outcome.header else "unknown"
         metrics.MESSAGES.labels(lab, transport.value, outcome.ack_code).inc()
         metrics.ACK_LATENCY.labels(transport.value).observe(time.perf_counter() - started)

@@ -29,12 +29,8 @@ from services.core.db import tables
 from services.core.db.engine import make_engine
 from services.core.lab_tokens import hash_token, new_token, token_fingerprint, token_lab_id, verify_token
 from services.core.logs import get_logger
-from services.gateway.hl7.normalize import (
-    APPLICATION_INTERNAL_ERROR,
-    UNKNOWN_KEY_IDENTIFIER,
-    Issue,
-    MessageHeader,
-)
+from services.gateway import issue_catalogue as catalogue
+from services.gateway.hl7.normalize import APPLICATION_INTERNAL_ERROR, Issue, MessageHeader
 
 log = get_logger(__name__)
 
@@ -240,15 +236,9 @@ class LabRegistry:
             return None
         shown = lab_id[:40]
         reason = "is disabled in the lab registry" if lab is not None else "is not a registered lab"
-        return Issue(
-            "MSH",
-            1,
-            4,
-            1,
-            UNKNOWN_KEY_IDENTIFIER,
-            "E",
+        return catalogue.UNREGISTERED_LAB.at(
+            "MSH", 1, 4, 1,
             f"MSH-4: sending facility '{shown}' {reason}; ask the LabFlow operators to register it",
-            True,
         )
 
     async def authenticate(self, token: str) -> Authentication:

@@ -34,6 +34,7 @@ from services.gateway import metrics
 from services.gateway.hl7.ack import ack_wanted, build_ack
 from services.gateway.hl7.normalize import normalize_header
 from services.gateway.intake import FAILED, Intake, failure
+from services.gateway.labs import LabRegistry
 from services.gateway.mllp import Frame, FrameDecoder, OversizedFrame, StrayBytes, frame
 from services.gateway.tls import lab_of
 
@@ -64,8 +65,11 @@ class MllpServer:
         first_message_timeout_s: float = 10.0,
         max_connections_per_address: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        labs: LabRegistry | None = None,
     ) -> None:
         self.intake = intake
+        self.labs = labs
+        """Who a client certificate is (mutual TLS), when the registry is enforced."""
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes
@@ -82,7 +86,7 @@ class MllpServer:
         self._server: asyncio.Server | None = None
 
     def _registered_lab(self, certificate_fingerprint: str) -> str | None:
-        lab = self.intake.labs.lab_for_fingerprint(certificate_fingerprint) if self.intake.labs else None
+        lab = self.labs.lab_for_fingerprint(certificate_fingerprint) if self.labs else None
         return lab.lab_id if lab is not None else None
 
     async def start(self) -> None:

@@ -10,6 +10,10 @@ retry), and the publisher knows whether Kafka is reachable, for `/readyz`:
 - reachable again on a successful delivery (proof without extra traffic) or on a metadata request,
   which the delivery thread makes every `PROBE_INTERVAL_S` while Kafka is unreachable, so readiness
   comes back by itself even when no lab is sending.
+
+`Publisher` is the port the intake writes through; `NotPublishing` is the adapter for validation
+(`labflow validate`, `POST /v1/validate`): it refuses what Kafka would refuse for its size, exactly
+as the real one does, and writes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -57,6 +62,37 @@ class RecordTooLarge(Exception):
         super().__init__(f"a record of {size} bytes exceeds the {limit}-byte limit")
         self.size = size
         self.limit = limit
+
+
+class Publisher(Protocol):
+    """Where the intake writes its records (Kafka, or nowhere when only validating)."""
+
+    @property
+    def max_record_bytes(self) -> int: ...
+
+    def fits(self, record: Record) -> bool: ...
+
+    async def publish(self, records: Sequence[Record]) -> None: ...
+
+
+class NotPublishing:
+    """A publisher that writes nothing. It refuses a record too large for Kafka before writing
+    anything (`RecordTooLarge`) as the real one does: `limit` is that publisher, or its limit."""
+
+    def __init__(self, limit: Publisher | int = DEFAULT_MAX_RECORD_BYTES) -> None:
+        self.limit = limit
+
+    @property
+    def max_record_bytes(self) -> int:
+        return self.limit if isinstance(self.limit, int) else self.limit.max_record_bytes
+
+    def fits(self, record: Record) -> bool:
+        return record.size() <= self.max_record_bytes
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        for record in records:
+            if not self.fits(record):
+                raise RecordTooLarge(record.size(), self.max_record_bytes)
 
 
 class _Pending:

@@ -102,7 +102,7 @@ def replay(
 ) -> None:
     """Submit rejected payloads again through the current validation; print what became of each.
     An item already replayed is skipped (and named) unless --again."""
-    from services.gateway.app import build_intake
+    from services.gateway.bootstrap import build_intake
     from services.gateway.labs import registry_for
     from services.gateway.rejections import read_rejections, replay_publisher
     from services.gateway.rejections import replay as replay_one

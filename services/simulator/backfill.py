@@ -40,7 +40,7 @@ from services.core.domain.geography import department_from_postal_code
 from services.core.domain.model import PARIS, Transport
 from services.core.kafka import producer_config
 from services.core.reference import load_reference
-from services.gateway.app import identity_protector
+from services.gateway.bootstrap import identity_protector
 from services.gateway.hl7.normalize import normalize_oru
 from services.simulator.oru import Patient, build_oru_r01, random_order, random_patient
 

@@ -26,7 +26,7 @@ from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
 from services.core.domain.rejection import Rejection
 from services.core.kafka import consumer_config, producer_config
-from services.gateway.app import identity_protector
+from services.gateway.bootstrap import identity_protector
 from services.gateway.http_api import SubmissionStore, create_app
 from services.gateway.intake import Intake
 from services.gateway.labs import LabDirectory, registry_for

@@ -5,7 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from services.core.domain.geography import AGE_CLASSES, age_class, department_from_postal_code
+from services.core.domain.geography import (
+    AGE_CLASSES,
+    age_class,
+    department_from_postal_code,
+    department_time_zone,
+)
 from services.core.reference import DEFAULT_REFERENCE_DIR, load_reference
 
 
@@ -67,3 +72,21 @@ def test_reference() -> None:
     assert len(departments) == 104
     assert all((dep, cl) in ref.population for dep in departments for cl in AGE_CLASSES)
     assert load_reference() is ref
+
+
+@pytest.mark.parametrize(
+    ("department", "zone"),
+    [
+        ("971", "America/Guadeloupe"),
+        ("972", "America/Martinique"),
+        ("973", "America/Cayenne"),
+        ("974", "Indian/Reunion"),
+        ("976", "Indian/Mayotte"),
+        ("75", "Europe/Paris"),
+        ("2A", "Europe/Paris"),
+        ("2B", "Europe/Paris"),
+        (None, "Europe/Paris"),
+    ],
+)
+def test_department_time_zone(department: str | None, zone: str) -> None:
+    assert department_time_zone(department).key == zone

@@ -347,7 +347,7 @@ def test_the_gateway_maps_regions_from_the_configured_reference_dir(tmp_path: Pa
     import shutil
 
     from services.core.config import Settings
-    from services.gateway.app import build_intake
+    from services.gateway.bootstrap import build_intake
 
     default = fixture("ok_v251.hl7").results[0]
     assert default.department is not None and default.region is not None

@@ -1,13 +1,30 @@
-"""French geography and age classes of the SI-DEP files (pure)."""
+"""French geography, time zones and age classes of the SI-DEP files (pure).
+
+A department's time zone is its legal time (SPEC §8.1): the collection day (`jour`) is counted in the
+residence department's zone, and a lab's timestamps without an offset are read in its own zone
+(by default its FINESS department's). Metropolitan France and Corsica are Europe/Paris.
+"""
 
 from __future__ import annotations
 
 from datetime import date
+from zoneinfo import ZoneInfo
 
 AGE_CLASSES: tuple[str, ...] = ("09", "19", "29", "39", "49", "59", "69", "79", "89", "90")
 """cl_age90 codes in order (the all-ages code `0` is not an age class)."""
 
-_OVERSEAS = frozenset({"971", "972", "973", "974", "975", "976", "977", "978"})
+PARIS = ZoneInfo("Europe/Paris")
+OVERSEAS_TIME_ZONES: dict[str, ZoneInfo] = {
+    "971": ZoneInfo("America/Guadeloupe"),
+    "972": ZoneInfo("America/Martinique"),
+    "973": ZoneInfo("America/Cayenne"),
+    "974": ZoneInfo("Indian/Reunion"),
+    "975": ZoneInfo("America/Miquelon"),
+    "976": ZoneInfo("Indian/Mayotte"),
+    "977": ZoneInfo("America/St_Barthelemy"),
+    "978": ZoneInfo("America/Marigot"),
+}
+_OVERSEAS = frozenset(OVERSEAS_TIME_ZONES)
 # Saint-Barthélemy and Saint-Martin share Guadeloupe's 971 postal prefix but are departments of their own
 _POSTAL_EXCEPTIONS = {"97133": "977", "97150": "978"}
 
@@ -39,3 +56,9 @@ def age_class(birth: date, at: date) -> str:
     if age >= 90:
         return "90"
     return AGE_CLASSES[max(age, 0) // 10]
+
+
+def department_time_zone(department: str | None) -> ZoneInfo:
+    """The legal time zone of an INSEE department code; Europe/Paris for metropolitan France, Corsica
+    and an unknown or missing department."""
+    return OVERSEAS_TIME_ZONES.get(department or "", PARIS)

@@ -10,25 +10,14 @@ import hashlib
 from datetime import date
 from enum import StrEnum
 from typing import Final, Literal
-from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from services.core.domain.geography import PARIS as PARIS  # the time of the SI-DEP files
+from services.core.domain.geography import department_time_zone
 from services.core.domain.limits import FINESS_MAX, POSTAL_CODE_MAX, TEXT_MAX
 
 SCHEMA_VERSION: Final = 1
-PARIS = ZoneInfo("Europe/Paris")
-# The collection day is the local day where the patient lives; overseas departments have their own.
-OVERSEAS_TIME_ZONES = {
-    "971": ZoneInfo("America/Guadeloupe"),
-    "972": ZoneInfo("America/Martinique"),
-    "973": ZoneInfo("America/Cayenne"),
-    "974": ZoneInfo("Indian/Reunion"),
-    "975": ZoneInfo("America/Miquelon"),
-    "976": ZoneInfo("Indian/Mayotte"),
-    "977": ZoneInfo("America/St_Barthelemy"),
-    "978": ZoneInfo("America/Marigot"),
-}
 
 
 class TestKind(StrEnum):
@@ -140,8 +129,7 @@ class LabResult(BaseModel):
     @property
     def collection_day(self) -> date:
         """The specimen collection day (the `jour` of open data), in the residence department's time."""
-        zone = OVERSEAS_TIME_ZONES.get(self.department or "", PARIS)
-        return self.collected_at.astimezone(zone).date()
+        return self.collected_at.astimezone(department_time_zone(self.department)).date()
 
     @property
     def counts(self) -> bool:

@@ -4,27 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from services.gateway.hl7.normalize import Issue, MessageHeader
+from services.gateway.hl7.header import MessageHeader
 from services.gateway.hl7.parse import DEFAULT_ENCODING, Encoding
+from services.gateway.issues import ERROR_NAMES, Issue
 
 DEFAULT_VERSION = "2.5.1"
 
-# HL7 table 0357 names, for ERR-3.2 / ERR-1.4.2
-ERROR_NAMES = {
-    "0": "Message accepted",
-    "100": "Segment sequence error",
-    "101": "Required field missing",
-    "102": "Data type error",
-    "103": "Table value not found",
-    "200": "Unsupported message type",
-    "201": "Unsupported event code",
-    "202": "Unsupported processing id",
-    "203": "Unsupported version id",
-    "204": "Unknown key identifier",
-    "205": "Duplicate key identifier",
-    "206": "Application record locked",
-    "207": "Application internal error",
-}
 
 
 def escape(text: str, enc: Encoding = DEFAULT_ENCODING) -> str:

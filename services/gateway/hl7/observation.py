@@ -1,0 +1,97 @@
+"""OBX → one observation: the test (LOINC), the result status and the outcome, each checked.
+
+Policy: the test must be a LOINC code LabFlow follows and the status one it carries; the outcome is a
+SNOMED CT code or a local text (`services.core.domain.terminology`), read from OBX-5.1, then, for a
+coded value, from its text, alternate code and alternate text. A cancelled or deleted result (X, D, W)
+may carry no value: its outcome is recorded as invalid and never counted. Ask-at-order-entry questions
+are not observations of a result (the caller counts them apart); their codes are in the terminology.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+
+from services.core.domain.model import Outcome, ResultStatus, TestKind
+from services.core.domain.terminology import LOINC_KINDS, RESULT_STATUSES, outcome_from_value
+from services.gateway import issue_catalogue as catalogue
+from services.gateway.hl7.datatypes import read_time
+from services.gateway.hl7.parse import Segment
+from services.gateway.issues import Issue
+
+_CODED_TYPES = frozenset({"CWE", "CE", "CNE", "CF"})
+
+Observation = tuple[str, TestKind, Outcome, ResultStatus, datetime | None, str | None]
+"""LOINC, test kind, outcome, status, observation time (OBX-14), performing lab."""
+
+
+def observation_code(obx: Segment) -> str:
+    """OBX-3's LOINC code: the identifier, or the alternate identifier when only it is coded LN."""
+    loinc = obx.component(3, 1)
+    if loinc not in LOINC_KINDS and obx.component(3, 3) != "LN" and obx.component(3, 6) == "LN":
+        loinc = obx.component(3, 4)
+    return loinc
+
+
+def read_observation(
+    obx: Segment, seq: int, loinc: str, zone: tzinfo, issues: list[Issue]
+) -> Observation | None:
+    """The validated content of one result OBX; None when invalid (its problems appended to `issues`)."""
+    valid = True
+    kind = LOINC_KINDS.get(loinc)
+    if kind is None:
+        valid = False
+        if loinc:
+            issues.append(
+                catalogue.LOINC_UNKNOWN.at("OBX", seq, 3, 1, f"OBX-3: unknown LOINC code {loinc[:20]}")
+            )
+        else:
+            issues.append(
+                catalogue.LOINC_MISSING.at("OBX", seq, 3, 1, "OBX-3: observation identifier (LOINC) missing")
+            )
+
+    status_code = obx.field(11)
+    status = RESULT_STATUSES.get(status_code)
+    if status is None:
+        valid = False
+        if status_code:
+            text = f"OBX-11: unsupported result status '{status_code[:5]}' (expected F, C, P, X, D or W)"
+            issues.append(catalogue.STATUS_UNSUPPORTED.at("OBX", seq, 11, None, text))
+        else:
+            issues.append(catalogue.STATUS_MISSING.at("OBX", seq, 11, None, "OBX-11: result status missing"))
+
+    outcome = _outcome(obx, seq, status, issues)
+    observed_at = read_time(obx, seq, 14, zone, issues)
+    if outcome is None or not valid:
+        return None
+    assert kind is not None and status is not None  # valid implies both
+    performing_lab = obx.component(23, 10) or obx.component(23, 1) or obx.component(15, 1) or None
+    return loinc, kind, outcome, status, observed_at, performing_lab
+
+
+def _outcome(obx: Segment, seq: int, status: ResultStatus | None, issues: list[Issue]) -> Outcome | None:
+    first = obx.component(5, 1)
+    if first:
+        outcome = outcome_from_value(first)
+        if outcome is not None:
+            return outcome
+    coded = obx.field(2) in _CODED_TYPES
+    if coded:
+        for component in (2, 4, 5):
+            value = obx.component(5, component)
+            if value:
+                outcome = outcome_from_value(value)
+                if outcome is not None:
+                    return outcome
+    if not obx.raw(5):
+        if status is not None and status.retracts:
+            # a cancelled/deleted result carries no value; its outcome is never counted
+            return Outcome.INVALID
+        issues.append(catalogue.RESULT_VALUE_MISSING.at("OBX", seq, 5, None, "OBX-5: result value missing"))
+        return None
+    shown = " ".join(filter(None, (first, obx.component(5, 2) if coded else "")))[:60]
+    issues.append(
+        catalogue.RESULT_VALUE_UNINTERPRETABLE.at(
+            "OBX", seq, 5, None, f"OBX-5: result value '{shown}' cannot be interpreted"
+        )
+    )
+    return None

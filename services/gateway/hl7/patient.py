@@ -1,0 +1,199 @@
+"""PID → the patient of the results that follow it: pseudonym, residence, and the sealed identity.
+
+Identity policy (SPEC §8): the pseudonym is the INS's when a valid INS is sent (PID-3 under an INS OID
+or of type INS/NH), else the identity traits' (birth name, first given name, birth date, sex), which are
+then all required. An invalid INS is reported and not used: falling back to traits would give the same
+person a second pseudonym. The identity and contact details are kept only to be sealed (`sealed` is
+filled by the normalizer when the first result of the patient is built: a patient without a valid
+result costs no sealing). Residence is the first non-birth address (PID-11, type BDL is the birth
+place); only a French postal code gives a department.
+
+Issue texts never contain the name, INS, address, phone or birth date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from services.core.domain.geography import department_from_postal_code
+from services.core.domain.model import PseudonymBasis, Sex
+from services.core.domain.terminology import ADMINISTRATIVE_SEXES, INS_OIDS
+from services.gateway import issue_catalogue as catalogue
+from services.gateway.hl7.datatypes import parse_dtm
+from services.gateway.hl7.parse import Segment
+from services.gateway.identity import IdentityProtector
+from services.gateway.ins import ins_error, normalize_matricule
+from services.gateway.issues import Issue
+
+INS_TYPE_CODES = frozenset({"INS", "NH"})
+MAX_AGE_YEARS = 120
+_FRANCE = frozenset({"", "FRA", "FR", "FRANCE", "250"})
+
+
+@dataclass(slots=True)
+class Patient:
+    sequence: int
+    pseudonym: str | None
+    """None when the patient cannot be pseudonymized (reported): none of its results is built."""
+    basis: PseudonymBasis
+    sex: Sex
+    birth_date: date | None
+    birth_year: int | None
+    postal_code: str | None
+    department: str | None
+    region: str | None
+    identity: dict[str, Any]
+    sealed: str | None = None
+
+
+def read_patient(
+    pid: Segment,
+    seq: int,
+    *,
+    protector: IdentityProtector,
+    today: date,
+    department_region: Mapping[str, str],
+    issues: list[Issue],
+) -> Patient:
+    """The patient of one PID; its problems are appended to `issues`."""
+    ins: str | None = None
+    lab_patient_id: str | None = None
+    for rep in range(len(pid.repetitions(3))):
+        if pid.subcomponent(3, 4, 2, rep) in INS_OIDS or pid.component(3, 5, rep) in INS_TYPE_CODES:
+            if ins is None:
+                ins = normalize_matricule(pid.component(3, 1, rep))
+        elif lab_patient_id is None:
+            lab_patient_id = pid.component(3, 1, rep) or None
+    if ins is not None:
+        problem = ins_error(ins)
+        if problem is not None:
+            issues.append(catalogue.INS_INVALID.at("PID", seq, 3, 1, problem))
+            ins = None
+
+    name_rep = 0
+    names = pid.repetitions(5)
+    for rep in range(len(names)):
+        if pid.component(5, 7, rep) == "L":
+            name_rep = rep
+            break
+    birth_name = pid.component(5, 1, name_rep)
+    given_names = " ".join(filter(None, (pid.component(5, 2, name_rep), pid.component(5, 3, name_rep))))
+
+    birth_date: date | None = None
+    birth_year: int | None = None
+    raw_birth = pid.field(7)
+    if raw_birth:
+        try:
+            born = parse_dtm(raw_birth[:8] if len(raw_birth) >= 8 else raw_birth)
+        except ValueError:
+            issues.append(catalogue.BIRTH_DATE_INVALID.at("PID", seq, 7, None, "PID-7: invalid birth date"))
+        else:
+            if born.date() > today:
+                issues.append(
+                    catalogue.BIRTH_DATE_IN_FUTURE.at(
+                        "PID", seq, 7, None, "PID-7: birth date is in the future"
+                    )
+                )
+            elif today.year - born.year > MAX_AGE_YEARS:
+                issues.append(
+                    catalogue.BIRTH_DATE_TOO_OLD.at(
+                        "PID", seq, 7, None, f"PID-7: birth date is more than {MAX_AGE_YEARS} years ago"
+                    )
+                )
+            else:
+                birth_year = born.year
+                if len(raw_birth) >= 8:
+                    birth_date = born.date()
+
+    sex_code = pid.field(8).upper()
+    sex = ADMINISTRATIVE_SEXES.get(sex_code)
+    if sex is None:
+        sex = Sex.UNKNOWN
+        if sex_code:
+            issues.append(
+                catalogue.SEX_UNKNOWN.at(
+                    "PID",
+                    seq,
+                    8,
+                    None,
+                    f"PID-8: unknown administrative sex code '{sex_code[:5]}' (expected F, M, O, U, A or N)",
+                )
+            )
+
+    pseudonym: str | None = None
+    if ins is not None:
+        pseudonym = protector.pseudonym_from_ins(ins)
+        basis = PseudonymBasis.INS
+    else:
+        basis = PseudonymBasis.TRAITS
+        if not birth_name:
+            issues.append(
+                catalogue.BIRTH_NAME_MISSING.at(
+                    "PID", seq, 5, 1, "PID-5: birth name required when no INS is sent"
+                )
+            )
+        if not given_names:
+            issues.append(
+                catalogue.GIVEN_NAME_MISSING.at(
+                    "PID", seq, 5, 2, "PID-5: given name required when no INS is sent"
+                )
+            )
+        if birth_date is None and not raw_birth:
+            issues.append(
+                catalogue.BIRTH_DATE_MISSING.at(
+                    "PID", seq, 7, None, "PID-7: birth date required when no INS is sent"
+                )
+            )
+        if birth_name and given_names and birth_date is not None:
+            pseudonym = protector.pseudonym_from_traits(birth_name, given_names, birth_date, sex.value)
+
+    postal_code = department = None
+    address: dict[str, str] | None = None
+    birth_place = pid.field(23) or None
+    for rep in range(len(pid.repetitions(11))):
+        if pid.component(11, 7, rep) == "BDL":
+            birth_place = birth_place or pid.component(11, 9, rep) or pid.component(11, 3, rep) or None
+        elif address is None:
+            country = pid.component(11, 6, rep)
+            postal_code = pid.component(11, 5, rep).replace(" ", "") or None
+            if postal_code and country.upper() in _FRANCE:
+                department = department_from_postal_code(postal_code)
+            address = {
+                "street": pid.component(11, 1, rep),
+                "other": pid.component(11, 2, rep),
+                "city": pid.component(11, 3, rep),
+                "postal_code": postal_code or "",
+                "country": country,
+            }
+
+    phone = email = None
+    for rep in range(len(pid.repetitions(13))):
+        if pid.component(13, 2, rep) == "NET" or pid.component(13, 3, rep).upper() == "INTERNET":
+            email = email or pid.component(13, 4, rep) or None
+        elif phone is None:
+            local = pid.component(13, 7, rep)
+            phone = (
+                pid.component(13, 1, rep)
+                or pid.component(13, 12, rep)
+                or ("".join((pid.component(13, 5, rep), pid.component(13, 6, rep), local)) if local else None)
+            )
+
+    identity: dict[str, Any] = {
+        "ins": ins,
+        "lab_patient_id": lab_patient_id,
+        "birth_name": birth_name,
+        "given_names": given_names,
+        "birth_date": birth_date.isoformat() if birth_date else None,
+        "sex": sex.value,
+        "birth_place": birth_place,
+        "address": address,
+        "phone": phone,
+        "email": email,
+    }
+    region = department_region.get(department) if department else None
+    return Patient(
+        seq, pseudonym, basis, sex, birth_date, birth_year, postal_code, department, region, identity
+    )
