@@ -370,7 +370,7 @@ def lab_message(lab: str, control_id: str, answer: str = "AA", collected_hours_a
 def through_intake(settings: Settings, payloads: Iterable[bytes]) -> list[str]:
     """Each payload through the gateway's own intake (real Kafka, as over MLLP): the ACK codes."""
     from services.core.kafka import producer_config
-    from services.gateway.app import identity_protector
+    from services.gateway.bootstrap import identity_protector
     from services.gateway.intake import Intake
     from services.gateway.publish import KafkaPublisher
 

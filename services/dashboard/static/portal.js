@@ -329,7 +329,8 @@ function renderRejections() {
     for (const reason of r.reasons) {
       const item = document.createElement('li');
       const where = document.createElement('code');
-      where.textContent = `${reasonLocation(reason)} · ${reason.code}`;
+      // the catalogue's issue id, when the rejection carries it
+      where.textContent = [reasonLocation(reason), reason.code, reason.kind].filter(Boolean).join(' · ');
       item.append(where, ` ${reason.text}`);
       if (reason.hint) {  // from the issue catalogue, when the rejection carries one
         const hint = document.createElement('div');
