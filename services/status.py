@@ -77,27 +77,37 @@ def _ends(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
 
 
 def consumer_lag(settings: Settings) -> list[Line]:
-    """Records not yet processed: the worker's positions live in PostgreSQL, tracing's in Kafka."""
+    """Records not yet processed: the worker's positions (results, and the lab traffic of the raw and
+    rejected topics) live in PostgreSQL, tracing's in Kafka."""
     topics = settings.topics
     consumer = _consumer(settings, settings.tracing_group)
     try:
         results_ends = _ends(consumer, topics.results)
+        traffic_ends = {topic: _ends(consumer, topic) for topic in settings.lab_traffic_groups()}
         cases_ends = _ends(consumer, topics.cases)
         wanted = [TopicPartition(topics.cases, p) for p in cases_ends]
         committed = consumer.committed(wanted, timeout=TIMEOUT_S)
     finally:
         consumer.close()
     with psycopg.connect(libpq_url(settings.require_database()), connect_timeout=int(TIMEOUT_S)) as conn:
-        stored: dict[int, int] = dict(conn.execute(
-            "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = %s AND topic = %s",
-            (settings.worker_group, topics.results),
-        ).fetchall())
-    worker_lag = sum(high - int(stored.get(p, low)) for p, (low, high) in results_ends.items())
+
+        def behind(group: str, topic: str, ends: dict[int, tuple[int, int]]) -> int:
+            stored: dict[int, int] = dict(conn.execute(
+                "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = %s AND topic = %s",
+                (group, topic),
+            ).fetchall())
+            return sum(high - int(stored.get(p, low)) for p, (low, high) in ends.items())
+
+        worker_lag = behind(settings.worker_group, topics.results, results_ends)
+        traffic_lag = sum(behind(group, topic, traffic_ends[topic])
+                          for topic, group in settings.lab_traffic_groups().items())
     positions = {tp.partition: tp.offset for tp in committed}
     tracing_lag = sum(high - (positions[p] if positions.get(p, -1) >= 0 else low)
                       for p, (low, high) in cases_ends.items())
     return [
         Line("lag", "worker", "ok" if worker_lag < 10_000 else "warn", f"{worker_lag} results behind"),
+        Line("lag", "lab traffic", "ok" if traffic_lag < 10_000 else "warn",
+             f"{traffic_lag} raw and rejected records behind (the lab portal's counts)"),
         Line("lag", "tracing", "ok" if tracing_lag < 1_000 else "warn", f"{tracing_lag} case events behind"),
     ]
 

@@ -345,3 +345,71 @@ def dead_letters(settings: Settings, expected: int) -> list[Rejection]:
     finally:
         consumer.close()
     return dead
+
+
+def lab_message(lab: str, control_id: str, answer: str = "AA", collected_hours_ago: float = 6.0) -> bytes:
+    """An ORU^R01 from `lab` that the gateway answers `answer`: AA; AE (an INS whose key is wrong:
+    a content error the lab fixes); AR (an ADT^A01, a message type the gateway does not take)."""
+    import random as random_module
+    from dataclasses import replace
+
+    from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
+
+    patient = random_patient(random_module.Random(control_id), {"2A": 1.0}, without_ins=0.0)
+    if answer == "AE":
+        assert patient.ins is not None
+        patient = replace(patient, ins=f"{patient.ins[:-2]}{(int(patient.ins[-2:]) + 1) % 97 or 1:02d}")
+    result_time = datetime.now(UTC) - timedelta(hours=1)
+    collected = datetime.now(UTC) - timedelta(hours=collected_hours_ago)
+    order = Order(f"S-{control_id}", "258500001", collected,
+                  [Observation("94500-6", "POSITIF", "F", result_time)])
+    message = build_oru_r01(lab, control_id, [(patient, [order])])
+    return message.replace(b"ORU^R01^ORU_R01", b"ADT^A01^ADT_A01") if answer == "AR" else message
+
+
+def through_intake(settings: Settings, payloads: Iterable[bytes]) -> list[str]:
+    """Each payload through the gateway's own intake (real Kafka, as over MLLP): the ACK codes."""
+    from services.core.kafka import producer_config
+    from services.gateway.bootstrap import identity_protector
+    from services.gateway.intake import Intake
+    from services.gateway.publish import KafkaPublisher
+
+    async def send() -> list[str]:
+        publisher = KafkaPublisher(producer_config(settings))
+        intake = Intake(publisher, settings.topics, identity_protector(settings))
+        try:
+            return [(await intake.receive_hl7(p, Transport.MLLP)).ack_code for p in payloads]
+        finally:
+            publisher.close()
+
+    return asyncio.run(send())
+
+
+@contextmanager
+def lab_traffic_consumers(settings: Settings) -> Iterator[None]:
+    """The worker's lab-traffic consumers (raw and rejected topics) running in threads."""
+    import threading
+
+    from services.worker.lab_traffic import build_lab_traffic
+
+    loops = build_lab_traffic(settings)
+    threads = [threading.Thread(target=loop.run, daemon=True) for loop in loops]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        for loop in loops:
+            loop.stop()
+        for thread in threads:
+            thread.join(30)
+
+
+def lab_acks(settings: Settings) -> dict[str, tuple[int, int, int, int]]:
+    """Per lab over all days: messages, AE, AR, rejections written with their payload."""
+    with psycopg.connect(libpq_url(settings.require_database())) as conn:
+        rows = conn.execute(
+            "SELECT lab, sum(messages)::int, sum(ae)::int, sum(ar)::int, sum(rejected_with_copy)::int "
+            "FROM lab_acks GROUP BY lab"
+        ).fetchall()
+    return {str(r[0]): (int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}

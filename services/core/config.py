@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     dashboard_jwt_public_key: str | None = Field(default=None, description="PEM public key (instead of JWKS)")
     dashboard_jwt_issuer: str | None = None
     dashboard_jwt_audience: str | None = None
+    dashboard_jwt_lab_claim: str = Field(
+        default="labflow_lab", description="JWT claim naming the lab whose portal page a user may read"
+    )
     dashboard_rollup_refresh_s: float = Field(
         default=60.0, description="Refresh period of the national and regional rollups"
     )
@@ -169,6 +172,11 @@ class Settings(BaseSettings):
     @cached_property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    def lab_traffic_groups(self) -> dict[str, str]:
+        """topic -> group of the worker's lab-traffic consumers (Kafka's, and `consumer_offsets`)."""
+        return {self.topics.raw: f"{self.worker_group}.lab-traffic-raw",
+                self.topics.rejected: f"{self.worker_group}.lab-traffic-rejections"}
 
     @property
     def opendata_path(self) -> Path:

@@ -3,6 +3,9 @@
     poll (bounded batch) → decode (undecodable → dead letter) → dead-letter (confirmed) → handle
     (the sink makes the batch durable; unstorable records are isolated and dead-lettered) → commit
 
+The decode step reads a record's value (`decode`), or the whole record (`decode_record`) for a topic
+whose contract lives in its headers (the raw payloads).
+
 Commit policy. A batch is committed only once all of it is accounted for: every record either made
 durable by the sink or confirmed by Kafka on the rejected topic (an `on_delivery` report per record,
 never the return value of `flush`, which also returns 0 after records timed out). Two commit modes:
@@ -296,7 +299,8 @@ class ConsumerLoop(Generic[T]):
         dead_letters: DeadLetterStep,
         *,
         topic: str,
-        decode: Callable[[bytes | None], T],
+        decode: Callable[[bytes | None], T] | None = None,
+        decode_record: Callable[[Message], T] | None = None,
         batch_size: int,
         batch_timeout_s: float,
         readiness: Readiness | None = None,
@@ -308,7 +312,15 @@ class ConsumerLoop(Generic[T]):
         self.sink = sink
         self.dead_letters = dead_letters
         self.topic = topic
-        self.decode_value = decode
+        if decode_record is None:
+            if decode is None:
+                raise TypeError("ConsumerLoop needs `decode` (value) or `decode_record` (value, headers)")
+            decode_value = decode
+
+            def decode_record(msg: Message) -> T:
+                return decode_value(msg.value())
+
+        self.decode_record = decode_record
         self.batch_size = batch_size
         self.batch_timeout_s = batch_timeout_s
         self.readiness = readiness or Readiness(KAFKA, DATABASE, GROUP)
@@ -418,7 +430,7 @@ class ConsumerLoop(Generic[T]):
     def decode(self, messages: Sequence[Message]) -> Batch[T]:
         batch: Batch[T] = Batch()
         items, sources, spans = batch.items, batch.sources, batch.progress
-        positions, decode = self.positions, self.decode_value
+        positions, decode = self.positions, self.decode_record
         starts: dict[int, int] = {}
         ends: dict[int, int] = {}
         for msg in messages:
@@ -435,7 +447,7 @@ class ConsumerLoop(Generic[T]):
                 starts[partition] = offset if known < 0 else known  # type: ignore[index]
             ends[partition] = offset + 1  # type: ignore[index]
             try:
-                item = decode(msg.value())
+                item = decode(msg)
             except Undecodable as exc:
                 batch.dead_letters.append(
                     DeadLetter(self.topic, partition, offset, msg.value() or b"", exc.reason, exc.detail)  # type: ignore[arg-type]

@@ -83,8 +83,11 @@ class Readiness:
             log.warning("dependency unavailable", condition=condition, reason=reason,
                         hint=HINTS.get(condition, ""))
 
-    def ready(self) -> bool:
-        return not self._failing and self._stalled_s() is None
+    def ready(self, ignoring: frozenset[str] = frozenset()) -> bool:
+        """No condition fails (but those `ignoring`), and no step has stalled."""
+        with self._lock:
+            failing = self._failing.keys() - ignoring if ignoring else self._failing
+            return not failing and self._stalled_s() is None
 
     def reason(self) -> str | None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""Dashboard bootstrap: the FastAPI app (page, login, API, ops endpoints) and the rollup refresher."""
+"""Dashboard bootstrap: the FastAPI app (page, login, API, the lab portal, ops endpoints) and the rollup
+refresher."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from services.core.reference import load_geography
 from services.dashboard.api import create_router
 from services.dashboard.auth import COOKIE_NAME, Authenticator
 from services.dashboard.names import load_names
+from services.dashboard.portal import add_portal
 from services.dashboard.queries import connection, lab_report, refresh_rollups
 
 STATIC = Path(__file__).parent / "static"
@@ -141,6 +143,7 @@ def build_app(
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.include_router(create_router(geography, engine, auth, clock, load_names(region_names)))
+    add_portal(app, settings, engine, auth, STATIC, clock)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

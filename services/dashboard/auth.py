@@ -49,14 +49,23 @@ class Authenticator:
             )
 
     def verify(self, token: str) -> Principal | None:
-        if token.count(".") == 2 and (self._jwks is not None or self._public_key is not None):
+        if token.count(".") == 2 and self.accepts_jwt:
             return self._verify_jwt(token)
         candidate = token.encode()
         # compare with every token so the time taken does not tell which one nearly matched
         matched = [i for i, known in enumerate(self._tokens) if hmac.compare_digest(candidate, known)]
         return Principal(f"token-{matched[0] + 1}", "token") if matched else None
 
+    @property
+    def accepts_jwt(self) -> bool:
+        return self._jwks is not None or self._public_key is not None
+
     def _verify_jwt(self, token: str) -> Principal | None:
+        claims = self.jwt_claims(token)
+        return None if claims is None else Principal(str(claims["sub"]), "jwt")
+
+    def jwt_claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of a valid JWT (signature, expiry, issuer and audience when set), else None."""
         try:
             key: Any = (self._jwks.get_signing_key_from_jwt(token).key if self._jwks is not None
                         else self._public_key)
@@ -66,14 +75,14 @@ class Authenticator:
             )
         except jwt.PyJWTError:
             return None
-        return Principal(str(claims["sub"]), "jwt")
+        return dict(claims)
 
-    def request_token(self, request: Request) -> str | None:
+    def request_token(self, request: Request, cookie: str = COOKIE_NAME) -> str | None:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-        return request.cookies.get(COOKIE_NAME)
+        return request.cookies.get(cookie)
 
     def require(self, request: Request) -> Principal:
         """FastAPI dependency: the caller, or 401."""

@@ -5,20 +5,17 @@
 every `refresh_s` and, at most every `miss_refresh_s`, when a lab id it does not know shows up (so a
 newly registered lab can send at once without a query per message).
 
-HTTP tokens are `<lab id>.<secret>`; only a salted scrypt hash is stored. A verified token is
-remembered in memory (keyed by its SHA-256 and the stored hash) so scrypt runs once per token and
-process, and issuing a new token revokes the old one at the next refresh.
+HTTP tokens are `<lab id>.<secret>`; only a salted scrypt hash is stored (`services.core.lab_tokens`,
+shared with the dashboard's lab portal). A verified token is remembered in memory (keyed by its
+SHA-256 and the stored hash) so scrypt runs once per token and process, and issuing a new token
+revokes the old one at the next refresh.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import re
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ from sqlalchemy.orm import Session
 from services.core.config import Settings
 from services.core.db import tables
 from services.core.db.engine import make_engine
+from services.core.lab_tokens import hash_token, new_token, token_fingerprint, token_lab_id, verify_token
 from services.core.logs import get_logger
 from services.gateway import issue_catalogue as catalogue
 from services.gateway.hl7.normalize import APPLICATION_INTERNAL_ERROR, Issue, MessageHeader
@@ -38,7 +36,6 @@ log = get_logger(__name__)
 
 MISS_REFRESH_S = 2.0
 """Longest time before a gateway sees a newly registered lab (reload on an unknown lab id)."""
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _LAB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FINESS = re.compile(r"^(\d{2}|2A|2B)\d{7}$")
 
@@ -83,36 +80,6 @@ def normalize_fingerprint(fingerprint: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", value):
         raise ValueError("certificate fingerprint must be a SHA-256 digest: 64 hex digits")
     return value
-
-
-def new_token(lab_id: str) -> str:
-    return f"{lab_id}.{secrets.token_urlsafe(32)}"
-
-
-def token_lab_id(token: str) -> str | None:
-    lab_id, dot, secret = token.rpartition(".")
-    return lab_id if dot and lab_id and secret else None
-
-
-def hash_token(token: str, salt: bytes | None = None) -> str:
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    digest = hashlib.scrypt(token.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
-    encoded = (base64.b64encode(part).decode() for part in (salt, digest))
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${'$'.join(encoded)}"
-
-
-def verify_token(token: str, stored: str) -> bool:
-    try:
-        scheme, n, r, p, salt_b64, digest_b64 = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        salt, expected = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
-        digest = hashlib.scrypt(
-            token.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=len(expected)
-        )
-    except ValueError:
-        return False
-    return hmac.compare_digest(digest, expected)
 
 
 class LabDirectory:
@@ -279,7 +246,7 @@ class LabRegistry:
         lab = await self.find(lab_id) if lab_id else None
         if lab is None or lab.token_hash is None:
             return Authentication(None)
-        key = hashlib.sha256(token.encode()).hexdigest()
+        key = token_fingerprint(token)
         if self._verified.get(key) == lab.token_hash:
             return Authentication(lab)
         if not await asyncio.to_thread(verify_token, token, lab.token_hash):

@@ -6,8 +6,9 @@ stored results: the difference between their new and previous P/T contributions 
 aggregates (so the aggregates always equal a full recomputation), their cases are reconciled and the
 case events go to the outbox — all in the same transaction as the consumer offsets.
 
-The connection is re-opened (and its temporary table re-created) after any connection error: the
-caller retries the batch, which was rolled back with the lost session.
+The connection is re-opened (and its temporary table re-created) after any connection error
+(`services.worker.fenced_store`): the caller retries the batch, which was rolled back with the lost
+session.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
 
-from services.core.consume import Fenced, PartitionProgress
+from services.core.consume import PartitionProgress
 from services.core.domain.case_event import CaseEventMessage
 from services.core.domain.model import LabResult, Outcome, ResultStatus, Sex, TestKind
 from services.worker.dedup import (
@@ -35,6 +36,7 @@ from services.worker.dedup import (
     evaluate_person,
     reconcile_cases,
 )
+from services.worker.fenced_store import FencedStore
 from services.worker.versions import ResultVersion, version_key
 
 RESULT_COLUMNS = (
@@ -222,62 +224,17 @@ def _decode_contributions(raw: list[list[Any]]) -> dict[AggregateKey, Counts]:
     }
 
 
-class ResultStore:
+class ResultStore(FencedStore):
     def __init__(self, dsn: str, group_id: str, topic: str, cases_topic: str) -> None:
-        self.dsn = dsn
-        self.group_id = group_id
-        self.topic = topic
+        super().__init__(dsn, group_id, topic)
         self.cases_topic = cases_topic
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
-    @property
-    def conn(self) -> psycopg.Connection[tuple[Any, ...]]:
-        if self._conn is None or self._conn.closed:
-            conn = psycopg.connect(self.dsn, autocommit=False)
-            try:
-                with conn.transaction():
-                    conn.execute(
-                        "CREATE TEMP TABLE IF NOT EXISTS incoming_results "
-                        "(LIKE results INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                    )
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-
-    def _lost(self) -> None:
-        """After a connection error: the session is gone (or unusable); the next call reconnects."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def ping(self) -> None:
-        try:
-            conn = self.conn
-            with conn.transaction():
-                conn.execute("SELECT 1")
-        except psycopg.OperationalError:
-            self._lost()
-            raise
-
-    def stored_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
-        try:
-            conn = self.conn
-            with conn.transaction():
-                rows = conn.execute(
-                    "SELECT partition, next_offset FROM consumer_offsets "
-                    "WHERE group_id = %s AND topic = %s AND partition = ANY(%s)",
-                    (self.group_id, self.topic, list(partitions)),
-                ).fetchall()
-        except psycopg.OperationalError:
-            self._lost()
-            raise
-        return {int(p): int(o) for p, o in rows}
+    def prepare(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        with conn.transaction():
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS incoming_results "
+                "(LIKE results INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
 
     def write_batch(
         self, results: Sequence[LabResult], progress: Sequence[PartitionProgress]
@@ -286,10 +243,10 @@ class ResultStore:
         try:
             conn = self.conn
             with conn.transaction(), conn.cursor() as cur:
-                self._advance_offsets(cur, progress)
+                self.advance_offsets(cur, progress)
                 return self._write(cur, results)
         except psycopg.OperationalError:
-            self._lost()
+            self.lost()
             raise
 
     def trial_write(self, results: Sequence[LabResult]) -> None:
@@ -300,7 +257,7 @@ class ResultStore:
                 self._write(cur, results)
                 raise psycopg.Rollback(tx)
         except psycopg.OperationalError:
-            self._lost()
+            self.lost()
             raise
 
     def _write(self, cur: psycopg.Cursor[tuple[Any, ...]], results: Sequence[LabResult]) -> BatchWritten:
@@ -314,22 +271,6 @@ class ResultStore:
         self._store_identities(cur, results)
         aggregate_rows, events = self._reevaluate(cur, touched, results) if touched else (0, 0)
         return BatchWritten(changed, len(touched), aggregate_rows, events)
-
-    def _advance_offsets(
-        self, cur: psycopg.Cursor[tuple[Any, ...]], progress: Sequence[PartitionProgress]
-    ) -> None:
-        for p in progress:
-            cur.execute(
-                "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) "
-                "VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (group_id, topic, partition) DO UPDATE "
-                "SET next_offset = EXCLUDED.next_offset, updated_at = now() "
-                "WHERE consumer_offsets.next_offset = %s "
-                "RETURNING partition",
-                (self.group_id, self.topic, p.partition, p.next_offset, p.start_offset),
-            )
-            if cur.fetchone() is None:
-                raise Fenced(f"partition {p.partition} moved past offset {p.start_offset}")
 
     def _store_identities(self, cur: psycopg.Cursor[tuple[Any, ...]], results: Sequence[LabResult]) -> None:
         latest: dict[str, LabResult] = {}

@@ -66,6 +66,7 @@ def test_status_shows_lag_rejections_failures_and_what_is_down(
             if section == "services" and line.startswith("down")]
     assert down == ["gateway", "worker", "tracing", "opendata", "dashboard"]
     assert lines["lag", "worker"] == "ok 7 results behind"
+    assert lines["lag", "lab traffic"].startswith("ok 2 raw and rejected records behind")
     assert lines["lag", "tracing"] == "ok 0 case events behind"
     assert lines["last hour", "rejected"].startswith("warn 2 payload(s)")
     assert lines["last hour", "tracing failures"].startswith("warn 1 failed in the last hour")
@@ -78,6 +79,8 @@ def test_status_shows_lag_rejections_failures_and_what_is_down(
         wait_until(lambda: _status(env)[1]["lag", "worker"] == "ok 0 results behind", timeout_s=30,
                    what="the worker to catch up")
         assert _status(env)[1]["services", "worker"] == "ok ready"
+        wait_until(lambda: _status(env)[1]["lag", "lab traffic"].startswith("ok 0 "), timeout_s=30,
+                   what="the worker's lab-traffic consumers to catch up")
     finally:
         worker.stop()
 

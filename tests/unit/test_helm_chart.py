@@ -194,7 +194,9 @@ def test_each_kafka_user_has_the_least_acls(rendered) -> None:
     expected = {
         "gateway": writes("raw", "results", "rejected"),
         "worker": topic("results", "Read", "Describe") | writes("rejected", "cases")
-        | {("group", "labflow-worker", "literal", "Read")},
+        | topic("raw", "Read", "Describe") | topic("rejected", "Read")
+        | {("group", group, "literal", "Read") for group in (
+            "labflow-worker", "labflow-worker.lab-traffic-raw", "labflow-worker.lab-traffic-rejections")},
         "tracing": topic("cases", "Read", "Describe") | writes("rejected")
         | {("group", "labflow-tracing", "literal", "Read")},
         "operator": topic("rejected", "Read", "Describe") | writes("raw", "results", "rejected")

@@ -247,3 +247,32 @@ class RejectionReplay(Base):
     last_outcome: Mapped[str] = mapped_column(Text)
     first_replayed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_replayed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LabAcks(Base):
+    """Per lab and reception day: messages written raw, and the gateway's AE / AR among them."""
+
+    __tablename__ = "lab_acks"
+
+    lab: Mapped[str] = mapped_column(Text, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    messages: Mapped[int] = mapped_column(Integer, server_default="0")
+    ae: Mapped[int] = mapped_column(Integer, server_default="0")
+    ar: Mapped[int] = mapped_column(Integer, server_default="0")
+    rejected_with_copy: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LabRejection(Base):
+    """One gateway rejection of a lab's message: when, AE/AR, and its reasons (never the payload)."""
+
+    __tablename__ = "lab_rejections"
+    __table_args__ = (Index("ix_lab_rejections_lab_received_at", "lab", "received_at"),)
+
+    rejection_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    lab: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ack_code: Mapped[str] = mapped_column(String(2))
+    transport: Mapped[str | None] = mapped_column(Text)
+    message_control_id: Mapped[str | None] = mapped_column(Text)
+    reasons: Mapped[list[dict[str, object]]] = mapped_column(JSONB)

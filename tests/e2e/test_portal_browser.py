@@ -1,0 +1,160 @@
+"""The lab portal in a real chromium: messages through the gateway's intake → Kafka → the worker (results
+and lab-traffic consumers) → PostgreSQL → `labflow dashboard` process → `/portal`. Lab A logged in with
+its own token sees its counts, rejections (location, code, reason, replay status) and delays, and never
+anything of lab B — not on the page, not through the API with A's session, not on the staff dashboard's
+API; then lab B sees its own and nothing of A. No person's identity appears on the page. Screenshots go
+to tests/browser/artifacts/ (portal.png, portal-en.png, portal-lab-b.png)."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import threading
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from services.core.config import REPO_ROOT, Settings
+from services.core.db.engine import libpq_url, make_engine
+from services.gateway.labs import LabDirectory
+from services.gateway.rejections import ReplayLog
+from services.simulator.oru import random_patient
+from services.worker.app import build_worker
+from tests.support import (
+    ServiceProcess,
+    free_port,
+    http_status,
+    lab_acks,
+    lab_message,
+    lab_traffic_consumers,
+    make_result,
+    produce_results,
+    settings_env,
+    through_intake,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+SPEC = REPO_ROOT / "tests" / "browser" / "portal.spec.mjs"
+ARTIFACTS = REPO_ROOT / "tests" / "browser" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+STAFF_TOKEN = "staff-browser-token"
+# lab -> answer -> messages sent today through the intake
+SENT = {"LAB-ALPHA": {"AA": 6, "AE": 2, "AR": 1}, "LAB-BETA": {"AA": 4, "AE": 0, "AR": 3}}
+HISTORY_DAYS = 10  # results of the days before, straight on the results topic (delays per day)
+
+
+def control_ids(lab: str) -> list[tuple[str, str]]:
+    short = lab.split("-")[1]
+    return [(f"{short}-{answer}-{i}", answer) for answer, n in SENT[lab].items() for i in range(n)]
+
+
+def identities(lab: str) -> list[str]:
+    """What identifies the patients of this lab's messages: none of it may appear on the page."""
+    found = []
+    for control_id, _ in control_ids(lab):
+        patient = random_patient(random.Random(control_id), {"2A": 1.0}, without_ins=0.0)
+        born = patient.birth_date
+        found += [patient.birth_name, patient.given_name, patient.ins or "", born.strftime("%d/%m/%Y"),
+                  born.isoformat()]
+    return [f for f in found if f]
+
+
+def history(lab: str, delay_h: int) -> list[object]:
+    today = datetime.now(UTC).date()
+    results = []
+    for day in range(1, HISTORY_DAYS + 1):
+        received = datetime.combine(today - timedelta(days=day), time(8), tzinfo=UTC)
+        collected = received - timedelta(hours=delay_h)
+        for i in range(day % 4 + 1):
+            late = received + timedelta(hours=i)
+            results.append(make_result(sending_facility=lab, collected_at=collected, received_at=late))
+    return results
+
+
+def stored(settings: Settings, query: str) -> object:
+    with psycopg.connect(libpq_url(settings.require_database())) as conn:
+        row = conn.execute(query).fetchone()
+    return row[0] if row else None
+
+
+def fill(settings: Settings) -> dict[str, str]:
+    engine = make_engine(settings.require_database())
+    directory = LabDirectory(engine)
+    tokens = {}
+    for lab in SENT:
+        directory.add(lab, f"Laboratoire {lab}", None, None)
+        tokens[lab] = directory.issue_token(lab) or ""
+    payloads = [lab_message(lab, cid, a) for lab in SENT for cid, a in control_ids(lab)]
+    answers = through_intake(settings, payloads)
+    assert answers == [a for lab in SENT for _, a in control_ids(lab)]
+    produce_results(settings, [*history("LAB-ALPHA", 5), *history("LAB-BETA", 30)])  # type: ignore[list-item]
+    worker = build_worker(settings)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        with lab_traffic_consumers(settings):
+            expected = {lab: (sum(n.values()), n["AE"], n["AR"], n["AE"] + n["AR"])
+                        for lab, n in SENT.items()}
+            wait_until(lambda: lab_acks(settings) == expected, timeout_s=60, what="lab traffic counted")
+            total = sum(len(history(lab, 0)) + SENT[lab]["AA"] for lab in SENT)
+            wait_until(lambda: stored(settings, "SELECT count(*) FROM results") == total, timeout_s=60,
+                       what="results stored")
+    finally:
+        worker.stop()
+        thread.join(30)
+    # the first AE of lab A was replayed by an operator, and failed again
+    replayed = stored(settings, "SELECT rejection_id FROM lab_rejections "
+                                "WHERE message_control_id = 'ALPHA-AE-0'")
+    assert replayed is not None
+    ReplayLog(engine).record(str(replayed), "AE")
+    engine.dispose()
+    return tokens
+
+
+def expected(lab: str, other: str) -> dict[str, object]:
+    sent = SENT[lab]
+    return {
+        "lab": lab, "messages": sum(sent.values()), "aa": sent["AA"], "ae": sent["AE"], "ar": sent["AR"],
+        "results": sent["AA"] + len(history(lab, 0)),
+        "rejected": sorted(cid for cid, a in control_ids(lab) if a != "AA"),
+        "forbidden": [other, *(cid for cid, _ in control_ids(other)), *identities(lab), *identities(other)],
+    }
+
+
+def test_the_lab_portal_in_chromium_shows_a_lab_its_own_traffic_only(fresh_settings: Settings,
+                                                                        tmp_path: Path) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is missing: `make test` installs it (apt-get install chromium)", pytrace=False)
+    node = shutil.which("node")
+    if node is None or not (REPO_ROOT / "services/dashboard/web/node_modules/playwright-core").exists():
+        pytest.fail("node or playwright-core is missing: run `make install`", pytrace=False)
+    tokens = fill(fresh_settings)
+
+    port = free_port()
+    env = settings_env(fresh_settings, LABFLOW_DASHBOARD_PORT=str(port), LABFLOW_DASHBOARD_TOKENS=STAFF_TOKEN)
+    service = ServiceProcess("dashboard", env, tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_status(f"{url}/readyz") == 200, timeout_s=60,
+                   what=f"dashboard ready {service.log()}")
+        ARTIFACTS.mkdir(exist_ok=True)
+        scenario = {
+            "url": url, "artifacts": str(ARTIFACTS), "screenshot": str(tmp_path / "portal-failure.png"),
+            "a": {"token": tokens["LAB-ALPHA"], **expected("LAB-ALPHA", "LAB-BETA")},
+            "b": {"token": tokens["LAB-BETA"], **expected("LAB-BETA", "LAB-ALPHA")},
+            "replayed": "ALPHA-AE-0",
+        }
+        (tmp_path / "scenario.json").write_text(json.dumps(scenario))
+        run = subprocess.run([node, str(SPEC), str(tmp_path / "scenario.json")], capture_output=True,
+                             text=True, timeout=180, cwd=REPO_ROOT)
+        if (tmp_path / "portal-failure.png").exists():
+            shutil.copy(tmp_path / "portal-failure.png", ARTIFACTS / "portal-failure.png")
+        assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n--- dashboard log ---\n{service.log()}"
+        assert (ARTIFACTS / "portal.png").exists()
+    finally:
+        service.stop()
