@@ -342,6 +342,8 @@ def rejection_for(
                 code=i.code,
                 severity=i.severity,
                 text=i.text,
+                kind=i.kind or None,
+                hint=i.hint or None,
             )
             for i in issues
         ],

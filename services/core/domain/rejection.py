@@ -23,6 +23,8 @@ class RejectionReason(BaseModel):
     code: str = Field(description="HL7 table 0357 error code")
     severity: Literal["E", "W", "F", "I"] = "E"
     text: str = Field(description="Precise human text; never carries identity")
+    kind: str | None = Field(default=None, description="The issue catalogue's id (docs/errors.md)")
+    hint: str | None = Field(default=None, description="How the lab fixes it (the issue catalogue's)")
 
 
 class Rejection(BaseModel):
