@@ -9,6 +9,13 @@ while a payload is handled, is AE (send it again), never an exception for the tr
 into a closed connection. What Kafka cannot carry (a payload over the documented limit, or a record
 over the size limits derived from it in `services/core/record_sizes.py`) is refused with AR, and the
 rejected topic keeps its SHA-256 and size instead of the payload.
+
+Test mode (SPEC §8.1) is decided here, at the one place every transport's records pass once admitted:
+the results of a lab the registry holds in test mode are marked `lab_mode = test` in the canonical
+record itself (not in a Kafka header, so the mark travels with the record into any consumer, replay or
+dead letter, and the worker's decoder sees it). They go through every check and get the very ACK a
+production lab would; the worker then keeps them in test storage only. Without an enforced registry
+no lab is known, hence none is in test mode.
 """
 
 from __future__ import annotations
@@ -18,11 +25,11 @@ import hashlib
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from services.core.config import Topics
-from services.core.domain.model import LabResult, Transport
+from services.core.domain.model import LabMode, LabResult, Transport
 from services.core.domain.rejection import Rejection, RejectionReason
 from services.core.logs import get_logger
 from services.gateway import metrics
@@ -178,13 +185,19 @@ class Intake:
     async def _admit_and_store(
         self, raw: bytes, transport: Transport, normalized: Normalized, received_at: datetime
     ) -> IntakeOutcome:
-        if self.labs is not None and normalized.header is not None and normalized.ack_code != "AR":
+        header = normalized.header
+        if self.labs is not None and header is not None and normalized.ack_code != "AR":
             try:
-                refusal = await self.labs.admission_issue(normalized.header)
+                refusal = await self.labs.admission_issue(header)
             except RegistryUnavailable:
-                return IntakeOutcome("AE", normalized.header, [REGISTRY_UNAVAILABLE], [], received_at)
+                return IntakeOutcome("AE", header, [REGISTRY_UNAVAILABLE], [], received_at)
             if refusal is not None:
-                normalized = Normalized(normalized.header, issues=[refusal])
+                normalized = Normalized(header, issues=[refusal])
+            elif self.labs.in_test_mode(header.sending_facility):
+                normalized = replace(
+                    normalized,
+                    results=[r.model_copy(update={"lab_mode": LabMode.TEST}) for r in normalized.results],
+                )
         return await self._store(raw, transport, received_at, normalized)
 
     async def _store(

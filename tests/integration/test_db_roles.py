@@ -42,6 +42,8 @@ POLICY: dict[str, dict[str, str]] = {
              "labflow_dashboard": "SELECT (lab_id), SELECT (name)"},
     "submissions": {"labflow_gateway": "SELECT, INSERT"},
     "rejection_replays": {"labflow_gateway": RW},
+    "test_results": {"labflow_worker": "INSERT", "labflow_labs": "SELECT"},
+    "conformance_reports": {"labflow_labs": "SELECT, INSERT"},
     "dashboard_region_daily": {"labflow_dashboard": "SELECT"},
     "dashboard_national_daily": {"labflow_dashboard": "SELECT"},
 }

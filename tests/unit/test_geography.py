@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from services.core.domain.geography import AGE_CLASSES, age_class, department_from_postal_code
+from services.core.domain.geography import (
+    AGE_CLASSES,
+    age_class,
+    department_from_postal_code,
+    department_time_zone,
+    finess_department,
+)
 from services.core.reference import DEFAULT_REFERENCE_DIR, load_reference
 
 
@@ -67,3 +73,29 @@ def test_reference() -> None:
     assert len(departments) == 104
     assert all((dep, cl) in ref.population for dep in departments for cl in AGE_CLASSES)
     assert load_reference() is ref
+
+
+@pytest.mark.parametrize(
+    ("department", "zone"),
+    [
+        ("971", "America/Guadeloupe"),
+        ("972", "America/Martinique"),
+        ("973", "America/Cayenne"),
+        ("974", "Indian/Reunion"),
+        ("976", "Indian/Mayotte"),
+        ("75", "Europe/Paris"),
+        ("2A", "Europe/Paris"),
+        ("2b", "Europe/Paris"),
+        ("13", "Europe/Paris"),
+    ],
+)
+def test_a_department_has_its_time_zone(department: str, zone: str) -> None:
+    assert department_time_zone(department) == zone
+
+
+@pytest.mark.parametrize(
+    ("finess", "department"),
+    [("971000019", "971"), ("974000019", "974"), ("2A0000018", "2A"), ("750000019", "75")],
+)
+def test_a_finess_starts_with_its_department(finess: str, department: str) -> None:
+    assert finess_department(finess) == department

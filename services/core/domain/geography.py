@@ -1,4 +1,4 @@
-"""French geography and age classes of the SI-DEP files (pure)."""
+"""French geography, age classes of the SI-DEP files and department time zones (pure)."""
 
 from __future__ import annotations
 
@@ -39,3 +39,25 @@ def age_class(birth: date, at: date) -> str:
     if age >= 90:
         return "90"
     return AGE_CLASSES[max(age, 0) // 10]
+
+
+DEFAULT_TIME_ZONE = "Europe/Paris"
+# metropolitan France and Corsica keep Paris time; each overseas department has its own
+_DEPARTMENT_TIME_ZONES = {
+    "971": "America/Guadeloupe",
+    "972": "America/Martinique",
+    "973": "America/Cayenne",
+    "974": "Indian/Reunion",
+    "976": "Indian/Mayotte",
+}
+
+
+def department_time_zone(dep: str) -> str:
+    """IANA time zone of a department: the overseas departments' own, else Europe/Paris."""
+    return _DEPARTMENT_TIME_ZONES.get(dep.strip().upper(), DEFAULT_TIME_ZONE)
+
+
+def finess_department(finess: str) -> str:
+    """The department a FINESS number starts with: 3 characters overseas (97x), else 2 (01…95, 2A, 2B)."""
+    value = finess.strip().upper()
+    return value[:3] if value.startswith("97") else value[:2]
