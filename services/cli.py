@@ -11,7 +11,7 @@ from pydantic import SecretStr, ValidationError
 from services.core.config import load_settings
 from services.core.errors import explain, redact
 from services.dashboard import cli as dashboard_cli
-from services.gateway import labs_cli, rejections_cli, validate_cli
+from services.gateway import conformance_cli, labs_cli, rejections_cli, validate_cli
 from services.opendata import cli as opendata_cli
 from services.tracing import cli as tracing_cli
 
@@ -34,6 +34,7 @@ app.add_typer(dashboard_cli.app, name="dashboard")
 app.add_typer(labs_cli.app, name="labs")
 app.add_typer(rejections_cli.app, name="rejected")
 app.command("validate")(validate_cli.validate_files)
+app.add_typer(conformance_cli.app, name="conformance")
 
 
 @stack_app.command("up")

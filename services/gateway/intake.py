@@ -12,6 +12,13 @@ rejected topic keeps its SHA-256 and size instead of the payload.
 
 `without_publishing()` is the same intake with a publisher that writes nothing and no metrics:
 validation (SPEC §8.1) answers exactly what intake would because it is this code, not a copy.
+
+Test mode (SPEC §8.1) is decided here, at the one place every transport's records pass once admitted:
+the results of a lab the registry holds in test mode are marked `lab_mode = test` in the canonical
+record itself (not in a Kafka header, so the mark travels with the record into any consumer, replay or
+dead letter, and the worker's decoder sees it). They go through every check and get the very ACK a
+production lab would; the worker then keeps them in test storage only. Without an enforced registry
+no lab is known, hence none is in test mode.
 """
 
 from __future__ import annotations
@@ -21,11 +28,11 @@ import hashlib
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from services.core.config import Topics
-from services.core.domain.model import PARIS, LabResult, Transport
+from services.core.domain.model import PARIS, LabMode, LabResult, Transport
 from services.core.domain.rejection import Rejection, RejectionReason
 from services.core.logs import get_logger
 from services.gateway import metrics
@@ -115,9 +122,9 @@ class Intake:
         transport: Transport,
         received_at: datetime,
         authenticated_lab: str | None,
-        lab_time_zone: tzinfo = PARIS,
     ) -> Normalized:
-        """One ORU^R01 as this gateway reads it (its identity keys, its reference data, the lab's zone)."""
+        """One ORU^R01 as this gateway reads it: its identity keys, its reference data, and each sending
+        lab's time zone from the registry (SPEC §8.1; Europe/Paris for a lab it does not hold)."""
         return normalize_oru(
             raw,
             received_at=received_at,
@@ -125,7 +132,7 @@ class Intake:
             protector=self.protector,
             authenticated_lab=authenticated_lab,
             department_region=self.department_region,
-            lab_time_zone=lab_time_zone,
+            lab_time_zone=self.labs.time_zone if self.labs is not None else PARIS,
         )
 
     async def receive_hl7(
@@ -133,13 +140,11 @@ class Intake:
         raw: bytes,
         transport: Transport,
         authenticated_lab: str | None = None,
-        lab_time_zone: tzinfo = PARIS,
     ) -> IntakeOutcome:
-        """`lab_time_zone`: the sending lab's (SPEC §8.1), in which times without an offset are read."""
         started = time.perf_counter()
         received_at = datetime.now(UTC)
         try:
-            normalized = self.normalize(raw, transport, received_at, authenticated_lab, lab_time_zone)
+            normalized = self.normalize(raw, transport, received_at, authenticated_lab)
         except Exception as exc:  # any failure is an AE, never a lost message
             log.error("message not normalized; lab answered AE", **failure(exc))
             return IntakeOutcome("AE", None, [FAILED], [], received_at)
@@ -215,13 +220,19 @@ class Intake:
     async def _admit_and_store(
         self, raw: bytes, transport: Transport, normalized: Normalized, received_at: datetime
     ) -> IntakeOutcome:
-        if self.labs is not None and normalized.header is not None and normalized.ack_code != "AR":
+        header = normalized.header
+        if self.labs is not None and header is not None and normalized.ack_code != "AR":
             try:
-                refusal = await self.labs.admission_issue(normalized.header)
+                refusal = await self.labs.admission_issue(header)
             except RegistryUnavailable:
-                return IntakeOutcome("AE", normalized.header, [REGISTRY_UNAVAILABLE], [], received_at)
+                return IntakeOutcome("AE", header, [REGISTRY_UNAVAILABLE], [], received_at)
             if refusal is not None:
-                normalized = Normalized(normalized.header, issues=[refusal])
+                normalized = Normalized(header, issues=[refusal])
+            elif self.labs.in_test_mode(header.sending_facility):
+                normalized = replace(
+                    normalized,
+                    results=[r.model_copy(update={"lab_mode": LabMode.TEST}) for r in normalized.results],
+                )
         return await self._store(raw, transport, received_at, normalized)
 
     async def _store(

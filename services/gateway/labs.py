@@ -5,6 +5,13 @@
 every `refresh_s` and, at most every `miss_refresh_s`, when a lab id it does not know shows up (so a
 newly registered lab can send at once without a query per message).
 
+Onboarding (SPEC §8.1): a lab is registered in `test` mode unless told otherwise; the gateway admits
+it like any lab and marks its results (`LabResult.lab_mode`, in `services.gateway.intake`) so the worker
+keeps them apart. `promote` moves it to `production` once its latest conformance report passed (the
+`conformance_reports` table, written by `labflow conformance report`). Each lab carries the IANA time zone
+its offset-less HL7 times are read in, by default its FINESS department's (overseas departments have
+their own, `services.core.domain.geography.department_time_zone`).
+
 HTTP tokens are `<lab id>.<secret>`; only a salted scrypt hash is stored (`services.core.lab_tokens`,
 shared with the dashboard's lab portal). A verified token is remembered in memory (keyed by its
 SHA-256 and the stored hash) so scrypt runs once per token and process, and issuing a new token
@@ -19,6 +26,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -27,6 +35,8 @@ from sqlalchemy.orm import Session
 from services.core.config import Settings
 from services.core.db import tables
 from services.core.db.engine import make_engine
+from services.core.domain.geography import PARIS, department_time_zone, finess_department
+from services.core.domain.model import LabMode
 from services.core.lab_tokens import hash_token, new_token, token_fingerprint, token_lab_id, verify_token
 from services.core.logs import get_logger
 from services.gateway import issue_catalogue as catalogue
@@ -56,6 +66,12 @@ class Lab:
     enabled: bool
     token_hash: str | None
     cert_fingerprint: str | None
+    mode: LabMode = LabMode.PRODUCTION
+    time_zone: str = PARIS.key
+
+
+class PromotionRefused(Exception):
+    """The lab's latest conformance report did not pass (or there is none)."""
 
 
 def validate_lab_id(lab_id: str) -> str:
@@ -74,6 +90,20 @@ def validate_finess(finess: str) -> str:
     return value
 
 
+def validate_time_zone(zone: str) -> str:
+    """An IANA time zone name PostgreSQL and Python both know (`Europe/Paris`, `America/Cayenne`…)."""
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone '{zone[:40]}': give an IANA name such as Europe/Paris") from exc
+    return zone
+
+
+def default_time_zone(finess: str | None) -> str:
+    """The lab's FINESS department's time zone; Europe/Paris when no FINESS is known."""
+    return department_time_zone(finess_department(finess)).key if finess else PARIS.key
+
+
 def normalize_fingerprint(fingerprint: str) -> str:
     """SHA-256 certificate fingerprint as 64 lowercase hex digits (colons and spaces are dropped)."""
     value = fingerprint.replace(":", "").replace(" ", "").lower()
@@ -88,15 +118,29 @@ class LabDirectory:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def add(self, lab_id: str, name: str, finess: str | None, cert_fingerprint: str | None) -> Lab:
-        """Register a lab; ValueError when it (or its certificate) is already registered."""
+    def add(
+        self,
+        lab_id: str,
+        name: str,
+        finess: str | None,
+        cert_fingerprint: str | None,
+        *,
+        mode: LabMode = LabMode.PRODUCTION,
+        time_zone: str | None = None,
+    ) -> Lab:
+        """Register a lab; ValueError when it (or its certificate) is already registered.
+
+        `time_zone` defaults to the FINESS department's."""
+        checked_finess = validate_finess(finess) if finess else None
         lab = Lab(
             validate_lab_id(lab_id),
             name,
-            validate_finess(finess) if finess else None,
+            checked_finess,
             True,
             None,
             normalize_fingerprint(cert_fingerprint) if cert_fingerprint else None,
+            mode,
+            validate_time_zone(time_zone) if time_zone else default_time_zone(checked_finess),
         )
         row = tables.Lab(
             lab_id=lab.lab_id,
@@ -104,6 +148,8 @@ class LabDirectory:
             finess=lab.finess,
             enabled=True,
             cert_fingerprint=lab.cert_fingerprint,
+            mode=lab.mode.value,
+            time_zone=lab.time_zone,
         )
         try:
             with Session(self.engine) as session, session.begin():
@@ -116,8 +162,47 @@ class LabDirectory:
         with Session(self.engine) as session:
             rows = session.scalars(select(tables.Lab).order_by(tables.Lab.lab_id)).all()
             return [
-                Lab(r.lab_id, r.name, r.finess, r.enabled, r.token_hash, r.cert_fingerprint) for r in rows
+                Lab(
+                    r.lab_id,
+                    r.name,
+                    r.finess,
+                    r.enabled,
+                    r.token_hash,
+                    r.cert_fingerprint,
+                    LabMode(r.mode),
+                    r.time_zone,
+                )
+                for r in rows
             ]
+
+    def promote(self, lab_id: str, *, force: bool = False) -> bool:
+        """Move a lab to production; False when it is not registered. Unless `force`, PromotionRefused
+        when its latest conformance report did not pass (or it has none)."""
+        if not force:
+            with Session(self.engine) as session:
+                if session.get(tables.Lab, lab_id) is None:
+                    return False
+                passed = session.scalars(
+                    select(tables.ConformanceReport.passed)
+                    .where(tables.ConformanceReport.lab_id == lab_id)
+                    .order_by(tables.ConformanceReport.generated_at.desc())
+                    .limit(1)
+                ).first()
+            if passed is None:
+                raise PromotionRefused(
+                    f"lab {lab_id} has no conformance report: run `labflow conformance report {lab_id}` "
+                    "(or promote with --force)"
+                )
+            if not passed:
+                raise PromotionRefused(
+                    f"the latest conformance report of lab {lab_id} did not pass: fix what it names and run "
+                    f"`labflow conformance report {lab_id}` again (or promote with --force)"
+                )
+        return self._update(lab_id, mode=LabMode.PRODUCTION.value)
+
+    def set_time_zone(self, lab_id: str, time_zone: str) -> bool:
+        """False when the lab is not registered; ValueError for an unknown zone."""
+        return self._update(lab_id, time_zone=validate_time_zone(time_zone))
 
     def set_enabled(self, lab_id: str, enabled: bool) -> bool:
         """False when the lab is not registered."""
@@ -222,6 +307,18 @@ class LabRegistry:
         if labs is None:
             raise RegistryUnavailable()
         return lab
+
+    def time_zone(self, lab_id: str) -> ZoneInfo:
+        """The zone the lab's offset-less timestamps are read in (SPEC §8.1), from the snapshot (no
+        query); Europe/Paris for a lab it does not hold (such a lab is refused when the registry is
+        enforced)."""
+        lab = self._labs.get(lab_id) if self._labs is not None else None
+        return ZoneInfo(lab.time_zone) if lab is not None else PARIS
+
+    def in_test_mode(self, lab_id: str) -> bool:
+        """Whether the lab is in test mode, from the snapshot it was just admitted from (no query)."""
+        lab = self._labs.get(lab_id) if self._labs is not None else None
+        return lab is not None and lab.mode is LabMode.TEST
 
     def lab_for_fingerprint(self, fingerprint: str) -> Lab | None:
         """The enabled lab whose client certificate has this SHA-256 fingerprint (MLLP mutual TLS)."""

@@ -6,6 +6,12 @@ on assignment the consumer seeks to the positions stored there. The Kafka commit
 only informational (lag tools), so a crash between the two loses and doubles nothing. Dead letters
 (undecodable or unstorable records) are confirmed by Kafka before the database commit: a crash in
 between re-sends a dead letter, never loses one.
+
+Routing (SPEC §8.1): the results a lab in test mode sent (`lab_mode == test`, marked by the gateway)
+go to test storage (`services.worker.test_storage`), the rest to the result store. Test results are
+written first, idempotently, in their own transaction; the offsets go with the production results, so
+a batch of test results only still advances them. Nothing of a test-mode lab reaches the tables that
+are counted, exported or handed to tracing.
 """
 
 from __future__ import annotations
@@ -17,10 +23,19 @@ from confluent_kafka import Consumer, Producer
 
 from services.core import failpoints
 from services.core.consume import ConsumerLoop, DeadLetterStep, LoopMetrics, PartitionProgress, json_decoder
-from services.core.domain.model import LabResult
+from services.core.domain.model import LabMode, LabResult
 from services.core.readiness import Readiness
 from services.worker import metrics
 from services.worker.store import ResultStore
+from services.worker.test_storage import TestResultStore
+
+
+def by_mode(items: Sequence[LabResult]) -> tuple[list[LabResult], list[LabResult]]:
+    """(production results, test-mode results), each in batch order."""
+    production = [r for r in items if r.lab_mode is not LabMode.TEST]
+    if len(production) == len(items):
+        return production, []
+    return production, [r for r in items if r.lab_mode is LabMode.TEST]
 
 
 class ResultSink:
@@ -28,12 +43,16 @@ class ResultSink:
 
     fenced = True
 
-    def __init__(self, store: ResultStore) -> None:
+    def __init__(self, store: ResultStore, test_store: TestResultStore) -> None:
         self.store = store
+        self.test_store = test_store
 
     def write(self, items: Sequence[LabResult], progress: Sequence[PartitionProgress]) -> None:
+        production, test = by_mode(items)
         failpoints.hit("before-db-commit")
-        written = self.store.write_batch(items, progress)
+        if test:
+            metrics.ROWS_WRITTEN.labels("test_results").inc(self.test_store.write(test))
+        written = self.store.write_batch(production, progress)
         failpoints.hit("after-db-commit")
         metrics.ROWS_WRITTEN.labels("results").inc(written.results_changed)
         metrics.ROWS_WRITTEN.labels("aggregates").inc(written.aggregate_rows)
@@ -43,7 +62,9 @@ class ResultSink:
             metrics.END_TO_END.observe((now - r.received_at).total_seconds())
 
     def trial(self, items: Sequence[LabResult]) -> None:
-        self.store.trial_write(items)
+        production, test = by_mode(items)
+        self.test_store.trial(test)
+        self.store.trial_write(production)
 
     def stored_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
         return self.store.stored_offsets(partitions)
@@ -53,6 +74,7 @@ class ResultSink:
 
     def close(self) -> None:
         self.store.close()
+        self.test_store.close()
 
 
 class ResultsWorker:
@@ -67,10 +89,12 @@ class ResultsWorker:
         batch_size: int,
         batch_timeout_s: float,
         readiness: Readiness | None = None,
+        test_store: TestResultStore | None = None,
     ) -> None:
+        """`test_store` defaults to the `test_results` table of the store's database."""
         self.loop: ConsumerLoop[LabResult] = ConsumerLoop(
             consumer,
-            ResultSink(store),
+            ResultSink(store, test_store or TestResultStore(store.dsn)),
             DeadLetterStep(producer, rejected_topic, "worker", counter=metrics.REJECTED),
             topic=topic,
             decode=json_decoder(LabResult),

@@ -7,6 +7,7 @@ import pytest
 
 from services.core.config import Settings
 from services.core.db.engine import make_engine
+from services.core.domain.model import LabMode
 from services.gateway.labs import LabDirectory
 from tests.support import ServiceProcess, free_port, http_status, port_open, settings_env, wait_until
 
@@ -22,6 +23,9 @@ def services(fresh_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     directory = LabDirectory(engine)
     for lab_id in ("LAB-E2E", *(f"DEMO-LAB-{i:02d}" for i in range(1, 100))):
         directory.add(lab_id, f"Test laboratory {lab_id}", None, None)
+    # labs in onboarding (SPEC §8.1): registered in test mode, as `labflow labs add` does by default
+    for lab_id in ("LAB-ONBOARD", "LAB-SLOPPY"):
+        directory.add(lab_id, f"Laboratory in onboarding {lab_id}", "974000019", None, mode=LabMode.TEST)
     engine.dispose()
     env = settings_env(settings)
     procs = [ServiceProcess("gateway", env, tmp_path), ServiceProcess("worker", env, tmp_path)]

@@ -53,7 +53,8 @@ def test_unknown_lab_is_refused_then_registered_and_replayed(services: Settings)
     assert "LAB-NEW" in shown.stdout and patient_name not in shown.stdout
     assert patient_name in labflow(services, "rejected", "show", rejection_id, "--payload").stdout
 
-    assert labflow(services, "labs", "add", "LAB-NEW", "--name", "Nouveau laboratoire").returncode == 0
+    assert labflow(services, "labs", "add", "LAB-NEW", "--name", "Nouveau laboratoire",
+                   "--mode", "production").returncode == 0
     replayed = labflow(services, "rejected", "replay", rejection_id)
     assert replayed.returncode == 0, replayed.stderr
     assert f"{rejection_id}: AA" in replayed.stdout

@@ -44,6 +44,8 @@ POLICY: dict[str, dict[str, str]] = {
     "rejection_replays": {"labflow_gateway": RW, "labflow_dashboard": "SELECT"},
     "lab_acks": {"labflow_worker": RW, "labflow_dashboard": "SELECT"},
     "lab_rejections": {"labflow_worker": RW, "labflow_dashboard": "SELECT"},
+    "test_results": {"labflow_worker": "INSERT", "labflow_labs": "SELECT"},
+    "conformance_reports": {"labflow_labs": "SELECT, INSERT"},
     "dashboard_region_daily": {"labflow_dashboard": "SELECT"},
     "dashboard_national_daily": {"labflow_dashboard": "SELECT"},
 }

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from services.cli import app
-from services.core.config import Settings
+from services.core.config import REPO_ROOT, Settings
+from services.core.db import tables
 from services.core.db.engine import make_engine
+from services.core.domain.model import LabMode
 from services.gateway.hl7.normalize import MessageHeader, normalize_header
-from services.gateway.labs import Lab, LabDirectory, LabRegistry, RegistryUnavailable
+from services.gateway.labs import Lab, LabDirectory, LabRegistry, PromotionRefused, RegistryUnavailable
 from tests.support import settings_env
 
 pytestmark = pytest.mark.integration
@@ -140,3 +145,77 @@ def test_a_registry_never_loaded_is_unavailable_and_a_loaded_one_survives_outage
         assert registry.loaded
 
     asyncio.run(check())
+
+
+def test_a_new_lab_starts_in_test_mode_with_its_department_time_zone(
+    fresh_settings: Settings, engine: Engine
+) -> None:
+    runner = CliRunner()
+    env = settings_env(fresh_settings)
+
+    def labflow(*args: str) -> str:
+        result = runner.invoke(app, ["labs", *args], env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "in test mode, time zone Indian/Reunion" in labflow(
+        "add", "LAB-974", "--name", "Laboratoire de La Réunion", "--finess", "974000019"
+    )
+    assert "time zone America/Cayenne" in labflow(
+        "add", "LAB-973", "--name", "Cayenne", "--finess", "973000019"
+    )
+    assert "in production mode, time zone Europe/Paris" in labflow(
+        "add", "LAB-75", "--name", "Paris", "--finess", "750000019", "--mode", "production"
+    )
+    assert "time zone Europe/Paris" in labflow("add", "LAB-NOFINESS", "--name", "Sans FINESS")
+    assert "time zone America/Martinique" in labflow(
+        "add", "LAB-TZ", "--name", "Explicit", "--finess", "750000027", "--time-zone", "America/Martinique"
+    )
+    wrong = runner.invoke(
+        app, ["labs", "add", "LAB-BAD", "--name", "x", "--time-zone", "Mars/Olympus"], env=env
+    )
+    assert wrong.exit_code == 1 and "unknown time zone 'Mars/Olympus'" in wrong.output
+    listed = {line.split("\t")[0]: line.split("\t")[-2:] for line in labflow("list").splitlines()}
+    assert listed["LAB-974"] == ["test", "Indian/Reunion"]
+    assert listed["LAB-75"] == ["production", "Europe/Paris"]
+    by_id = {lab.lab_id: lab for lab in LabDirectory(engine).all()}
+    assert (by_id["LAB-974"].mode, by_id["LAB-974"].time_zone) == (LabMode.TEST, "Indian/Reunion")
+
+
+def test_promote_needs_a_passing_conformance_report_unless_forced(
+    fresh_settings: Settings, engine: Engine
+) -> None:
+    directory = LabDirectory(engine)
+    directory.add("LAB-P", "P", None, None, mode=LabMode.TEST)
+    directory.add("LAB-F", "F", None, None, mode=LabMode.TEST)
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "services.cli", "labs", "promote", "LAB-P"],
+        env=settings_env(fresh_settings), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0 and "has no conformance report" in refused.stderr
+
+    def report(passed: bool) -> None:
+        with Session(engine) as session, session.begin():
+            session.add(tables.ConformanceReport(lab_id="LAB-P", passed=passed, report={}))
+
+    report(True)
+    report(False)  # the latest one counts
+    with pytest.raises(PromotionRefused, match="did not pass"):
+        directory.promote("LAB-P")
+    report(True)
+    assert directory.promote("LAB-P")
+    assert directory.promote("LAB-F", force=True)
+    assert not directory.promote("LAB-NONE", force=True)
+    assert {lab.lab_id: lab.mode for lab in directory.all()} == {
+        "LAB-P": LabMode.PRODUCTION, "LAB-F": LabMode.PRODUCTION,
+    }
+
+
+def test_the_registry_knows_which_labs_are_in_test_mode() -> None:
+    registry = LabRegistry(lambda: [], refresh_s=3600)
+    registry.install([Lab("LAB-T", "T", None, True, None, None, LabMode.TEST),
+                      Lab("LAB-P", "P", None, True, None, None)])
+    assert registry.in_test_mode("LAB-T")
+    assert not registry.in_test_mode("LAB-P") and not registry.in_test_mode("LAB-UNKNOWN")

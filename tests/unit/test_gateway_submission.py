@@ -8,6 +8,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from services.core.config import Topics
+from services.core.domain.model import LabResult, Transport
 from services.gateway.hl7 import normalize as normalize_module
 from services.gateway.identity import IdentityProtector
 from services.gateway.intake import Intake
@@ -254,3 +256,23 @@ def test_cli_operator_errors_exit_2_with_one_line(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("labflow: "), err
+
+
+def test_a_reunion_lab_registered_in_its_zone_gets_its_local_collection_day() -> None:
+    """SPEC §8.1 through the intake: the registry's time zone of the sending lab (MSH-4.1) is the one
+    offset-less times are read in — 23:30 in Réunion is still 15 January there, not the 16th as in Paris."""
+    raw = OK_HL7
+    for old, new in ((b"20240115080000+0100", b"20240115233000"), (b"20240115100000+0100", b"20240116080000"),
+                     (b"20000^FRA", b"97400^FRA")):
+        raw = raw.replace(old, new)
+    reunion = Lab("LABO-AJACCIO", "Saint-Denis", "974000019", True, None, None, time_zone="Indian/Reunion")
+
+    def stored_day(*labs: Lab) -> date:
+        publisher = FakePublisher()
+        outcome = asyncio.run(intake(publisher, *labs).receive_hl7(raw, Transport.MLLP))
+        assert outcome.ack_code == "AA", outcome.issues
+        (record,) = [r for r in publisher.records if r.topic == TOPICS.results]
+        return LabResult.model_validate_json(record.value).collection_day
+
+    assert stored_day(reunion) == date(2024, 1, 15)
+    assert stored_day(LAB) == date(2024, 1, 16)  # the same times read in Paris

@@ -10,6 +10,7 @@ from services.core.domain.geography import (
     age_class,
     department_from_postal_code,
     department_time_zone,
+    finess_department,
 )
 from services.core.reference import DEFAULT_REFERENCE_DIR, load_reference
 
@@ -90,3 +91,11 @@ def test_reference() -> None:
 )
 def test_department_time_zone(department: str | None, zone: str) -> None:
     assert department_time_zone(department).key == zone
+
+
+@pytest.mark.parametrize(
+    ("finess", "department"),
+    [("971000019", "971"), ("974000019", "974"), ("2A0000018", "2A"), ("750000019", "75")],
+)
+def test_a_finess_starts_with_its_department(finess: str, department: str) -> None:
+    assert finess_department(finess) == department

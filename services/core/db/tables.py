@@ -210,11 +210,14 @@ class Lab(Base):
     """A laboratory allowed to send: lab id = MSH-4 namespace id; only a salted hash of its HTTP token."""
 
     __tablename__ = "labs"
+    __table_args__ = (CheckConstraint("mode IN ('production', 'test')", name="ck_labs_mode"),)
 
     lab_id: Mapped[str] = mapped_column(Text, primary_key=True)
     name: Mapped[str] = mapped_column(Text)
     finess: Mapped[str | None] = mapped_column(String(9))
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    mode: Mapped[str] = mapped_column(String(10), server_default="production")
+    time_zone: Mapped[str] = mapped_column(Text, server_default="Europe/Paris")
     token_hash: Mapped[str | None] = mapped_column(Text)
     cert_fingerprint: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -276,3 +279,32 @@ class LabRejection(Base):
     transport: Mapped[str | None] = mapped_column(Text)
     message_control_id: Mapped[str | None] = mapped_column(Text)
     reasons: Mapped[list[dict[str, object]]] = mapped_column(JSONB)
+
+
+class TestResult(Base):
+    """A result of a lab in test mode (SPEC §8.1), one row per reception; never counted or handed on."""
+
+    __tablename__ = "test_results"
+    __table_args__ = (Index("ix_test_results_lab_id_received_at", "lab_id", "received_at"),)
+
+    result_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    patient_pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    lab_id: Mapped[str] = mapped_column(Text)
+    message_control_id: Mapped[str] = mapped_column(Text)
+    record: Mapped[dict[str, object]] = mapped_column(JSONB)
+    """The canonical record (`LabResult` JSON) without its sealed identity."""
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ConformanceReport(Base):
+    """The outcome of one `labflow conformance report` (read by `labflow labs promote`)."""
+
+    __tablename__ = "conformance_reports"
+
+    lab_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    generated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), primary_key=True, server_default=func.now()
+    )
+    passed: Mapped[bool] = mapped_column(Boolean)
+    report: Mapped[dict[str, object]] = mapped_column(JSONB)

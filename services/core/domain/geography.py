@@ -62,3 +62,9 @@ def department_time_zone(department: str | None) -> ZoneInfo:
     """The legal time zone of an INSEE department code; Europe/Paris for metropolitan France, Corsica
     and an unknown or missing department."""
     return OVERSEAS_TIME_ZONES.get(department or "", PARIS)
+
+
+def finess_department(finess: str) -> str:
+    """The department a FINESS number starts with: 3 characters overseas (97x), else 2 (01…95, 2A, 2B)."""
+    value = finess.strip().upper()
+    return value[:3] if value.startswith("97") else value[:2]

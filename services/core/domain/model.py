@@ -66,6 +66,13 @@ class Transport(StrEnum):
     HTTP_CSV = "http-csv"
 
 
+class LabMode(StrEnum):
+    """SPEC §8.1: a lab starts in `test` mode (its results are kept apart and never count)."""
+
+    PRODUCTION = "production"
+    TEST = "test"
+
+
 class PseudonymBasis(StrEnum):
     INS = "ins"
     TRAITS = "traits"
@@ -99,6 +106,11 @@ class LabResult(BaseModel):
     message_control_id: str = Field(max_length=TEXT_MAX, description="MSH-10")
     transport: Transport
     received_at: AwareDatetime
+    lab_mode: LabMode = Field(
+        default=LabMode.PRODUCTION,
+        description="test: sent by a lab in test mode (SPEC §8.1); stored apart, never counted, exported "
+        "or handed to tracing",
+    )
 
     # patient (pseudonymized)
     patient_pseudonym: str = Field(min_length=16, description="Keyed HMAC-SHA-256, hex")

@@ -28,7 +28,7 @@ date. Result values and codes, lab ids and INS key digits are not identifying an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -296,13 +296,14 @@ def normalize_oru(
     now: datetime | None = None,
     authenticated_lab: str | None = None,
     department_region: Mapping[str, str] | None = None,
-    lab_time_zone: tzinfo = PARIS,
+    lab_time_zone: tzinfo | Callable[[str], tzinfo] = PARIS,
 ) -> Normalized:
     """Parse, validate and normalize one ORU^R01 message (see the module docstring for the policy).
 
     `department_region` comes from the configured reference data (LABFLOW_REFERENCE_DIR); without it,
-    the default reference directory's. `lab_time_zone` is the sending lab's (SPEC §8.1): timestamps
-    without an offset are read in it."""
+    the default reference directory's. `lab_time_zone` is the sending lab's (SPEC §8.1), or a function
+    of the sending facility (MSH-4.1) giving it, such as the lab registry's: timestamps without an
+    offset are read in it."""
     decoded = decode_payload(raw)
     try:
         message = parse_message(decoded.text)
@@ -336,7 +337,7 @@ def normalize_oru(
         protector,
         now or datetime.now(UTC),
         department_region if department_region is not None else load_reference().department_region,
-        lab_time_zone,
+        lab_time_zone if isinstance(lab_time_zone, tzinfo) else lab_time_zone(header.sending_facility),
     )
     if not header.control_id:
         normalizer.issues.append(
