@@ -36,6 +36,7 @@ from services.dashboard.auth import Authenticator
 from services.dashboard.portal_queries import (
     DEFAULT_PORTAL_DAYS,
     MAX_PORTAL_DAYS,
+    conformance,
     frequent_reasons,
     recent_rejections,
     traffic,
@@ -142,10 +143,11 @@ def add_portal(
     @router.get("/session")
     def session(request: Request) -> dict[str, Any]:
         lab = auth.require(request)
+        with connection(engine) as conn:
+            onboarding = conformance(conn, lab.lab)
         return {"lab": lab.lab, "method": lab.method, "today": clock().astimezone(UTC).date(),
                 "default_days": DEFAULT_PORTAL_DAYS, "max_days": MAX_PORTAL_DAYS,
-                # the conformance panel's slot: wired with labs.mode / conformance_reports (0010)
-                "conformance": None}
+                "conformance": onboarding}
 
     @router.get("/traffic", response_model=None)
     def get_traffic(

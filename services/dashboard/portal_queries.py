@@ -9,6 +9,8 @@ another lab's rows. Nothing identifying is read: counts, HL7 locations, error co
   lab-traffic consumers: AA = raw copies − rejections written with their payload), results newly
   stored and positives (`lab_daily`), median and p90 collection → reception delay (`lab_delays`).
 - Delay distribution over the period: the `lab_delays` histogram summed in a few readable buckets.
+- Onboarding (SPEC §8.1): the lab's mode (test / production) and its latest conformance report's
+  outcome and summary (`labs.mode`, `conformance_reports`, written by `labflow conformance report`).
 - Rejections: the latest ones with their reasons (location, 0357 code, text, and the issue
   catalogue's hint when the reason carries one) and their replay status (`rejection_replays`); and the
   most frequent reasons of the period (code and location).
@@ -153,3 +155,30 @@ def frequent_reasons(
     params = {"lab": lab, "since": since, "until": since + timedelta(days=(last - first).days + 1),
               "limit": TOP_REASONS}
     return [FrequentReason(*row) for row in conn.execute(_TOP_REASONS, params).fetchall()]
+
+
+_CONFORMANCE = """
+SELECT l.mode, c.generated_at, c.passed, c.report->'summary', c.report->'scenarios'
+FROM labs l LEFT JOIN LATERAL (
+    SELECT generated_at, passed, report FROM conformance_reports
+    WHERE lab_id = l.lab_id ORDER BY generated_at DESC LIMIT 1
+) c ON true
+WHERE l.lab_id = %(lab)s
+"""
+
+
+def conformance(conn: psycopg.Connection[Any], lab: str) -> dict[str, Any] | None:
+    """The lab's mode and its latest conformance report (outcome, summary, the scenarios not passed);
+    None for a lab the registry does not hold."""
+    row = conn.execute(_CONFORMANCE, {"lab": lab}).fetchone()
+    if row is None:
+        return None
+    mode, generated_at, passed, summary, scenarios = row
+    report = None if generated_at is None else {
+        "generated_at": generated_at, "passed": passed, "summary": summary,
+        "not_passed": [
+            {"code": s["code"], "title": s["title"], "status": s["status"], "reasons": s["reasons"]}
+            for s in scenarios or [] if s["status"] != "passed"
+        ],
+    }
+    return {"mode": mode, "report": report}

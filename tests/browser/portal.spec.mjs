@@ -114,15 +114,18 @@ try {
   await checkLab(a, 'portal.png');
   // reasons: location, 0357 code, text; replay status
   const replayed = page.locator('#rejections-table tbody tr', { hasText: scenario.replayed });
-  assert.match(await replayed.locator('td.reasons').textContent(), /PID-3.1 · 102 PID-3: INS key/);
+  // reasons: location, 0357 code, the catalogue's issue id, text and its fix hint
+  assert.match(await replayed.locator('td.reasons').textContent(), /PID-3.1 · 102 · INS_INVALID PID-3: INS key .*Conseil : Send the 15-character matricule/);
   assert.match(await replayed.locator('td:last-child').textContent(), /^rejoué 1 fois, dernier résultat AE/);
   const ar = page.locator('#rejections-table tbody tr', { hasText: 'ALPHA-AR-0' });
-  assert.match(await ar.locator('td.reasons').textContent(), /MSH-9.1 · 200 MSH-9: unsupported message type/);
+  assert.match(await ar.locator('td.reasons').textContent(), /MSH-9.1 · 200 · UNSUPPORTED_MESSAGE_TYPE MSH-9: unsupported message type .*Conseil : Send results as ORU\^R01/);
   assert.equal(await ar.locator('td:last-child').textContent(), 'non rejoué');
   const reasons = await page.$$eval('#reasons-table tbody tr', (rows) => rows.map((r) => [...r.cells].slice(0, 3).map((c) => c.textContent)));
   assert.deepEqual(reasons, [['PID-3', '102 Erreur de type de donnée', '2'], ['MSH-9', '200 Type de message non pris en charge', '1']]);
   assert.match(await page.textContent('#delays-summary'), /^Médiane 6 h/);
-  assert.equal(await page.isHidden('#conformance-panel'), true, 'conformance: an empty slot until wired');
+  // onboarding (SPEC §8.1): the lab's mode and its latest conformance report, its own only
+  assert.equal(await page.textContent('#conformance .mode'), 'En production : vos résultats sont comptés.');
+  assert.equal(await page.textContent('#conformance .verdict'), "Aucun rapport de conformité pour l'instant (labflow conformance report).");
 
   await page.click('#language button[data-lang=en]');
   version = await ready(version);

@@ -39,13 +39,14 @@ POLICY: dict[str, dict[str, str]] = {
     "tracing_deliveries": {"labflow_tracing": RW, "labflow_purge": "SELECT, UPDATE (sealed_identity)"},
     "tracing_deliveries_id_seq": {"labflow_tracing": "USAGE"},
     "labs": {"labflow_gateway": "SELECT", "labflow_labs": RW,
-             "labflow_dashboard": "SELECT (lab_id), SELECT (name), SELECT (token_hash), SELECT (enabled)"},
+             "labflow_dashboard": "SELECT (lab_id), SELECT (name), SELECT (token_hash), SELECT (enabled), "
+                                  "SELECT (mode)"},
     "submissions": {"labflow_gateway": "SELECT, INSERT"},
     "rejection_replays": {"labflow_gateway": RW, "labflow_dashboard": "SELECT"},
     "lab_acks": {"labflow_worker": RW, "labflow_dashboard": "SELECT"},
     "lab_rejections": {"labflow_worker": RW, "labflow_dashboard": "SELECT"},
     "test_results": {"labflow_worker": "INSERT", "labflow_labs": "SELECT"},
-    "conformance_reports": {"labflow_labs": "SELECT, INSERT"},
+    "conformance_reports": {"labflow_labs": "SELECT, INSERT", "labflow_dashboard": "SELECT"},
     "dashboard_region_daily": {"labflow_dashboard": "SELECT"},
     "dashboard_national_daily": {"labflow_dashboard": "SELECT"},
 }
@@ -222,7 +223,8 @@ def test_the_dashboard_refreshes_its_rollups_with_its_own_role(shared_settings: 
 def test_the_migration_runs_again_and_back_on_a_cluster_that_has_the_roles(fresh_settings: Settings) -> None:
     url = fresh_settings.require_database()
     command.downgrade(alembic_config(url), "0006")
-    assert all(not grants for grants in granted_privileges(fresh_settings).values())
+    left = {table: grants for table, grants in granted_privileges(fresh_settings).items() if grants}
+    assert not left, left
     upgrade(url)
     assert granted_privileges(fresh_settings) == expected_privileges()
     with psycopg.connect(libpq_url(fresh_settings.database_url_for("gateway"))) as conn:

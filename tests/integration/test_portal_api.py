@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -21,8 +22,10 @@ from pydantic import SecretStr
 
 from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
+from services.core.domain.conformance import PLAN, judge
 from services.dashboard.app import build_app
 from services.dashboard.portal import PORTAL_COOKIE
+from services.gateway.conformance import ConformanceRecords
 from services.gateway.labs import LabDirectory
 from services.gateway.rejections import ReplayLog
 from services.worker.app import build_worker
@@ -160,6 +163,21 @@ def test_reasons_carry_their_location_and_code_and_the_replay_status(portal: Por
     frequent = everything(portal, bearer(portal.tokens["LAB-A"]))["traffic"]["frequent_reasons"]
     assert {(r["segment"], r["field"], r["code"], r["rejections"]) for r in frequent} == {
         ("PID", 3, "102", 2), ("MSH", 9, "200", 1)}
+
+
+def test_a_lab_sees_its_mode_and_only_its_own_latest_conformance_report(portal: Portal) -> None:
+    """SPEC §8.1 in the portal: the lab's mode and its latest report (the scenarios not passed, with
+    why); another lab's report is never shown."""
+    records = ConformanceRecords(make_engine(portal.settings.require_database()))
+    records.record(judge("LAB-B", [], datetime(2024, 1, 1, tzinfo=UTC)))  # nothing sent: all missing
+    records.record(judge("LAB-B", [], datetime(2024, 1, 2, tzinfo=UTC)))
+    a = everything(portal, bearer(portal.tokens["LAB-A"]))["session"]["conformance"]
+    b = everything(portal, bearer(portal.tokens["LAB-B"]))["session"]["conformance"]
+    assert a == {"mode": "production", "report": None}
+    assert b["mode"] == "production" and b["report"]["passed"] is False
+    assert b["report"]["generated_at"].startswith("2024-01-02")
+    assert b["report"]["summary"] == {"passed": 0, "failed": 0, "missing": len(PLAN)}
+    assert sorted(s["code"] for s in b["report"]["not_passed"]) == sorted(s.code for s in PLAN)
 
 
 def test_the_browser_login_sets_a_portal_cookie_for_that_lab(portal: Portal) -> None:

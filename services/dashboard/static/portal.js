@@ -57,6 +57,11 @@ const MESSAGES = {
     hint: 'Conseil : {hint}', message: 'message',
     'replay.none': 'non rejoué', 'replay.done': 'rejoué {n} fois, dernier résultat {outcome} ({at})',
     'conformance.title': 'Conformité',
+    'conformance.mode.test': 'Mode test : vos résultats passent tous les contrôles mais ne sont ni comptés, ni publiés, ni transmis au contact-tracing.',
+    'conformance.mode.production': 'En production : vos résultats sont comptés.',
+    'conformance.none': "Aucun rapport de conformité pour l'instant (labflow conformance report).",
+    'conformance.passed': 'Dernier rapport ({at}) : réussi — {passed} scénarios réussis.',
+    'conformance.failed': 'Dernier rapport ({at}) : non réussi — {passed} réussis, {failed} en échec, {missing} manquants.',
   },
   en: {
     'app.title': 'LabFlow — lab portal', 'app.subtitle': 'lab portal', logout: 'Log out',
@@ -86,6 +91,11 @@ const MESSAGES = {
     hint: 'Hint: {hint}', message: 'message',
     'replay.none': 'not replayed', 'replay.done': 'replayed {n} time(s), last outcome {outcome} ({at})',
     'conformance.title': 'Conformance',
+    'conformance.mode.test': 'Test mode: your results go through every check but are not counted, published or handed to contact tracing.',
+    'conformance.mode.production': 'In production: your results count.',
+    'conformance.none': 'No conformance report yet (labflow conformance report).',
+    'conformance.passed': 'Latest report ({at}): passed — {passed} scenarios passed.',
+    'conformance.failed': 'Latest report ({at}): not passed — {passed} passed, {failed} failed, {missing} missing.',
   },
 };
 
@@ -347,8 +357,40 @@ function renderRejections() {
 }
 
 function renderConformance() {
-  // the slot stays hidden until the API carries a conformance status (labs.mode, conformance_reports)
-  $('#conformance-panel').hidden = !state.session.conformance;
+  // the lab's mode and its latest conformance report (SPEC §8.1); hidden for a lab the registry lacks
+  const status = state.session.conformance;
+  const panel = $('#conformance-panel');
+  panel.hidden = !status;
+  if (!status) return;
+  const box = $('#conformance');
+  box.replaceChildren();
+  const line = (text, className) => {
+    const p = document.createElement('p');
+    p.textContent = text;
+    if (className) p.className = className;
+    box.appendChild(p);
+  };
+  line(t(`conformance.mode.${status.mode}`), 'mode');
+  const report = status.report;
+  if (!report) {
+    line(t('conformance.none'), 'verdict');
+    return;
+  }
+  const summary = report.summary || {};
+  line(t(report.passed ? 'conformance.passed' : 'conformance.failed', {
+    at: fmtTime(report.generated_at), passed: summary.passed ?? 0, failed: summary.failed ?? 0, missing: summary.missing ?? 0,
+  }), 'verdict');
+  if (report.not_passed.length) {
+    const list = document.createElement('ul');
+    for (const scenario of report.not_passed) {
+      const item = document.createElement('li');
+      const code = document.createElement('code');
+      code.textContent = `${scenario.code} · ${scenario.status}`;
+      item.append(code, ` ${scenario.title}${scenario.reasons.length ? ` — ${scenario.reasons.join('; ')}` : ''}`);
+      list.appendChild(item);
+    }
+    box.appendChild(list);
+  }
 }
 
 function render() {

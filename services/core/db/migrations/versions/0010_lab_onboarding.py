@@ -72,9 +72,14 @@ def upgrade() -> None:
     op.execute("GRANT INSERT ON test_results TO labflow_worker")
     op.execute("GRANT SELECT ON test_results TO labflow_labs")
     op.execute("GRANT SELECT, INSERT ON conformance_reports TO labflow_labs")
+    # the lab portal shows a lab its own mode and latest conformance report
+    op.execute("GRANT SELECT (mode) ON labs TO labflow_dashboard")
+    op.execute("GRANT SELECT ON conformance_reports TO labflow_dashboard")
 
 
 def downgrade() -> None:
+    # a column privilege outlives its dropped column (as a "pg.dropped" entry): revoke it first
+    op.execute("REVOKE SELECT (mode) ON labs FROM labflow_dashboard")
     op.drop_table("conformance_reports")
     op.drop_table("test_results")
     op.drop_column("labs", "time_zone")
