@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -60,7 +60,8 @@ def _heartbeat_path(directory: Path, index: int) -> Path:
 
 
 class ReadinessHeartbeat:
-    """A child's readiness for its parent: `ready()` written to a file every HEARTBEAT_S."""
+    """A child's readiness for its parent: its pid and `ready()` written to a file every HEARTBEAT_S
+    (the pid tells a restarted child's word from that of the one it replaces)."""
 
     def __init__(self, path: Path, ready: Callable[[], bool]) -> None:
         self._path, self._ready = path, ready
@@ -73,7 +74,7 @@ class ReadinessHeartbeat:
 
     def _write(self, ready: bool) -> None:
         partial = self._path.with_suffix(".tmp")
-        partial.write_text("1" if ready else "0")
+        partial.write_text(f"{os.getpid()} {int(ready)}")
         partial.replace(self._path)
 
     def _beat(self) -> None:
@@ -95,14 +96,15 @@ def gateway_ops(settings: Settings, ready: Callable[[], bool]) -> Stoppable:
     return ReadinessHeartbeat(_heartbeat_path(directory, settings.gateway_process_index), ready).start()
 
 
-def children_ready(directory: Path, indexes: Iterable[int], now: float | None = None) -> bool:
-    """Every child's last heartbeat says ready and is recent."""
+def children_ready(directory: Path, children: Mapping[int, int | None], now: float | None = None) -> bool:
+    """Every child (index → pid, None while not running) runs, and its last heartbeat is recent and
+    says ready."""
     now = time.time() if now is None else now
-    for index in indexes:
+    for index, pid in children.items():
         path = _heartbeat_path(directory, index)
         try:
             fresh = now - path.stat().st_mtime <= HEARTBEAT_TRUSTED_S
-            if not fresh or path.read_text() != "1":
+            if pid is None or not fresh or path.read_text() != f"{pid} 1":
                 return False
         except FileNotFoundError:
             return False
@@ -157,13 +159,21 @@ def run_processes(settings: Settings, http: bool) -> int:
     )
     supervisor.env[MULTIPROC_ENV] = str(directory)
 
+    def running() -> dict[int, int | None]:
+        """index → pid of each child, None while it is not running."""
+        return {
+            int(child.name.split()[1]): child.proc.pid
+            if child.proc is not None and child.proc.poll() is None else None
+            for child in supervisor.children.values()
+        }
+
     def live_pids() -> set[int]:
-        children = supervisor.children.values()
-        return {c.proc.pid for c in children if c.proc is not None and c.proc.poll() is None}
+        return {pid for pid in running().values() if pid is not None}
 
     def ready() -> bool:
-        return (not supervisor.stop_requested and supervisor.poll_failed() is None
-                and children_ready(directory, range(1, count + 1)))
+        children = running()
+        complete = len(children) == count
+        return not supervisor.stop_requested and complete and children_ready(directory, children)
 
     registry = CollectorRegistry()
     registry.register(ChildrenMetrics(directory, live_pids))

@@ -48,11 +48,13 @@ def _beat(directory: Path, index: int, content: str, age_s: float = 0.0) -> None
 
 
 def test_a_node_is_ready_only_when_every_process_says_so_recently(tmp_path: Path) -> None:
-    _beat(tmp_path, 1, "1")
-    assert not children_ready(tmp_path, [1, 2])  # process 2 has not reported yet
-    _beat(tmp_path, 2, "0")
-    assert not children_ready(tmp_path, [1, 2])  # process 2 is not ready (Kafka away, draining)
-    _beat(tmp_path, 2, "1", age_s=HEARTBEAT_TRUSTED_S + 1)
-    assert not children_ready(tmp_path, [1, 2])  # process 2 stopped reporting (stuck)
-    _beat(tmp_path, 2, "1")
-    assert children_ready(tmp_path, [1, 2])
+    _beat(tmp_path, 1, "101 1")
+    assert not children_ready(tmp_path, {1: 101, 2: 102})  # process 2 has not reported yet
+    _beat(tmp_path, 2, "102 0")
+    assert not children_ready(tmp_path, {1: 101, 2: 102})  # process 2 is not ready (Kafka away, draining)
+    _beat(tmp_path, 2, "102 1", age_s=HEARTBEAT_TRUSTED_S + 1)
+    assert not children_ready(tmp_path, {1: 101, 2: 102})  # process 2 stopped reporting (stuck)
+    _beat(tmp_path, 2, "102 1")
+    assert children_ready(tmp_path, {1: 101, 2: 102})
+    assert not children_ready(tmp_path, {1: 101, 2: None})  # process 2 exited, not restarted yet
+    assert not children_ready(tmp_path, {1: 101, 2: 103})  # restarted: its predecessor's word is not its own
