@@ -2,7 +2,7 @@
 
     .venv/bin/python -m load_tests [--quick | --full] [--only NAME ...]
 
---quick (the default, ≈ 12 minutes on 2 cores): constant 1,000 results/s for 60 s, a ramp 500 →
+--quick (the default, ≈ 18 minutes on 2 cores): constant 1,000 results/s for 60 s, a ramp 500 →
 5,000 results/s over 90 s, the record day 2022-01-10 × 0.1 in 3 minutes, and shortened component
 benchmarks. --full (≈ 1 hour): constant 1,000 results/s for 3 minutes, 3,000 results/s sustained for
 10 minutes, a ramp to 6,000 results/s over 5 minutes, the record day × 0.5 in 12 minutes, and the
@@ -49,7 +49,10 @@ def components(full: bool) -> dict[str, list[Component]]:
         "gateway": [
             Component("bench_gateway", ("--seconds", seconds), "bench_gateway.json"),
             Component("bench_gateway", ("--seconds", seconds, "--rate", "1000"), "bench_gateway-1000.json"),
+            Component("bench_gateway", ("--seconds", "30" if full else "10", "--processes", "1", "2",
+                                        "--passes", "3" if full else "2"), "bench_gateway-processes.json"),
         ],
+        "labs5000": [Component("labs5000", () if full else ("--minutes", "3"), "labs5000.json")],
         "worker": [Component("bench_worker", () if full else ("--results", "50000", "--persons", "20000"),
                              "bench_worker.json")],
         "opendata": [Component("bench_opendata", (), "bench_opendata.json")],
@@ -139,7 +142,15 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(_target(f"end to end: results/s stored, best {ramp['best_window_s']} s of the ramp's "
                             "sending (indicative; the 10-minute run is --full)",
                             ramp["stored_results_per_second_best_window"], 3000, False, "profile ramp"))
+    labs = _get(parts, "labs5000", "labs5000.json") or {}
     rows += [
+        _target("5,000 labs: connections the gateway held to the end (its gauge)",
+                labs.get("gateway_connections_at_end"), 5000, False, "labs5000"),
+        _target("5,000 labs: p99 ACK latency (ms), ≈ 1,000 messages/s", _get(labs, "ack_latency", "p99_ms"),
+                100, True, "labs5000"),
+        _target("5,000 labs: wrong ACKs + dropped connections",
+                None if not labs else labs["wrong_acks"] + labs["dropped_connections"], 0, True, "labs5000"),
+        _target("5,000 labs: gateway peak RSS (MB)", labs.get("gateway_peak_rss_mb"), 300, True, "labs5000"),
         _target("end to end: p99 ACK → committed (ms) at 1,000 results/s",
                 _get(runs, "constant", "end_to_end", "p99_ms"), 2000, True, "profile constant"),
         _target("handoff: p99 ACK → tracing platform (ms) at 1,000 results/s",
@@ -224,7 +235,22 @@ def markdown(report: dict[str, Any]) -> str:
         if g and "messages_per_second" in g:
             lines.append(f"- gateway ({label}, {g['connections']} connections): "
                          f"{_fmt(g['messages_per_second'])} messages/s, ACK p50 / p99 / max "
-                         f"{g['ack_p50_ms']} / {g['ack_p99_ms']} / {g['ack_max_ms']} ms")
+                         f"{g['ack_p50_ms']} / {g['ack_p99_ms']} / {g['ack_max_ms']} ms, "
+                         f"{g.get('gateway_cpu_ms_per_message')} CPU ms/message")
+    processes = _get(parts, "gateway", "bench_gateway-processes.json", "summary") or {}
+    for n, row in processes.items():
+        lines.append(f"- gateway --processes {n} (closed loop, {row['passes']} interleaved passes, median): "
+                     f"{_fmt(row['messages_per_second_median'])} messages/s, "
+                     f"{row['gateway_cpu_ms_per_message_median']} CPU ms/message (load average "
+                     f"{row['load_average_1min']})")
+    labs = _get(parts, "labs5000", "labs5000.json")
+    if labs and "ack_latency" in labs:
+        lines.append(f"- 5,000 labs ({labs['steady_s'] / 60:g} min, {_fmt(labs['messages_per_second'])} "
+                     f"messages/s): held {labs['gateway_connections_at_end']}, ACK p50 / p99 / max "
+                     f"{labs['ack_latency']['p50_ms']} / {labs['ack_latency']['p99_ms']} / "
+                     f"{labs['ack_latency']['max_ms']} ms, {labs['wrong_acks']} wrong ACKs, "
+                     f"{labs['dropped_connections']} dropped, "
+                     f"gateway peak RSS {labs['gateway_peak_rss_mb']} MB")
     w = _get(parts, "worker", "bench_worker.json")
     if w and "results_per_second" in w:
         lines.append(f"- worker: {_fmt(w['results_per_second'])} results/s ({_fmt(w['results'])} results, "

@@ -129,11 +129,16 @@ def gateway(
     http: Annotated[bool, typer.Option("--http", help="also serve the HTTP intake (LABFLOW_HTTP_PORT)")] = (
         False
     ),
+    processes: Annotated[int | None, typer.Option(
+        "--processes", min=1, help="gateway processes sharing the MLLP port (LABFLOW_GATEWAY_PROCESSES)",
+    )] = None,
+    process_index: Annotated[int, typer.Option("--process-index", hidden=True)] = 0,
 ) -> None:
     """MLLP listener (default 127.0.0.1:2575), and with --http the HTTP intake (default port 8080)."""
     from services.gateway.app import run_gateway
 
-    run_gateway(load_settings(), http=http)
+    overrides = {"gateway_processes": processes} if processes else {}
+    run_gateway(load_settings(gateway_process_index=process_index, **overrides), http=http)
 
 
 @app.command()

@@ -116,6 +116,10 @@ class Supervisor:
         if not self._supervising:  # e.g. the demo replaying traffic: interrupt it, its caller stops us
             raise KeyboardInterrupt
 
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_signal is not None
+
     def poll_failed(self) -> str | None:
         """The first child that has exited and is not running again yet (start-up checks use it)."""
         for name, child in self.children.items():

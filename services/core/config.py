@@ -90,13 +90,21 @@ class Settings(BaseSettings):
     mllp_host: str = "127.0.0.1"
     mllp_port: int = 2575
     mllp_max_message_bytes: int = 1024 * 1024
-    mllp_max_connections: int = 1000
+    mllp_max_connections: int = Field(
+        default=5000, description="MLLP connections at once, per gateway process (open files: see runtime.py)"
+    )
     mllp_idle_timeout_s: float = 300.0
     mllp_read_timeout_s: float = Field(default=30.0, description="Deadline of a whole frame, once started")
     mllp_first_message_timeout_s: float = Field(
         default=10.0, description="A new connection must start its first message (0x0B MSH) within this"
     )
     mllp_max_connections_per_address: int = Field(default=100, description="MLLP connections per source IP")
+    gateway_processes: int = Field(
+        default=1, ge=1, description="Gateway processes on the MLLP port (SO_REUSEPORT), processes.py"
+    )
+    gateway_process_index: int = Field(
+        default=0, ge=0, description="Set by the gateway for its child processes (1…N); 0 in a lone gateway"
+    )
     gateway_drain_timeout_s: float = Field(
         default=20.0, description="On SIGTERM: longest wait for the work in flight"
     )

@@ -4,6 +4,7 @@
 registry is not loaded; the gateway itself stays up and answers AE meanwhile (labs send again).
 On SIGTERM/SIGINT it drains: `/readyz` 503, no new connections or requests, what is in flight is
 answered (at most `LABFLOW_GATEWAY_DRAIN_TIMEOUT_S`), the producer is flushed, and it exits 0.
+With `--processes N` this runs in N children of a parent that serves the ops port (processes.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import signal
 
 from services.core.config import Settings
 from services.core.logs import configure_logging, get_logger
-from services.core.ops_http import OpsServer
-from services.core.runtime import tune_garbage_collector
+from services.core.runtime import ensure_open_files, tune_garbage_collector
 from services.gateway.bootstrap import bootstrap
+from services.gateway.processes import gateway_ops, run_processes
 
 log = get_logger(__name__)
 
@@ -34,7 +35,7 @@ async def serve(settings: Settings, http: bool = False) -> None:
     def ready() -> bool:
         return not stop.is_set() and publisher.reachable and (registry is None or registry.loaded)
 
-    ops = OpsServer(settings.ops_host, settings.gateway_ops_port, ready=ready).start()
+    ops = gateway_ops(settings, ready)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -53,4 +54,8 @@ async def serve(settings: Settings, http: bool = False) -> None:
 
 def run_gateway(settings: Settings, http: bool = False) -> None:
     configure_logging("gateway", settings.log_level)
+    if settings.gateway_processes > 1 and not settings.gateway_process_index:
+        run_processes(settings, http)  # the parent of N gateway processes
+        return
+    ensure_open_files(settings.mllp_max_connections, "LABFLOW_MLLP_MAX_CONNECTIONS")
     asyncio.run(serve(settings, http))

@@ -61,6 +61,7 @@ def build_mllp_server(settings: Settings, intake: Intake, labs: LabRegistry | No
         max_connections_per_address=settings.mllp_max_connections_per_address,
         ssl_context=mllp_tls_context(settings),
         labs=labs,
+        reuse_port=settings.gateway_processes > 1,
     )
 
 

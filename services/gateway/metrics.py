@@ -1,4 +1,9 @@
-"""Gateway metrics. Labels carry lab ids and codes, never anything about a patient."""
+"""Gateway metrics. Labels carry lab ids and codes, never anything about a patient.
+
+With `--processes N` the children write them to PROMETHEUS_MULTIPROC_DIR and the parent serves their
+aggregate (services/gateway/processes.py): counters and histograms add up; each gauge says how it
+combines (`multiprocess_mode`, ignored in a single process).
+"""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -14,10 +19,14 @@ ACK_LATENCY = Histogram(
 DELIVERY_FAILURES = Counter(
     "labflow_gateway_delivery_failures_total", "Messages not acknowledged because Kafka did not confirm"
 )
-CONNECTIONS = Gauge("labflow_gateway_mllp_connections", "Open MLLP connections")
+CONNECTIONS = Gauge(
+    "labflow_gateway_mllp_connections", "Open MLLP connections", multiprocess_mode="livesum"
+)
 STRAY_BYTES = Counter("labflow_gateway_mllp_stray_bytes_total", "Bytes received outside an MLLP frame")
 KAFKA_REACHABLE = Gauge(
-    "labflow_gateway_kafka_reachable", "1 while Kafka answers the gateway's producer, else 0"
+    "labflow_gateway_kafka_reachable",
+    "1 while Kafka answers the gateway's producer (every process's), else 0",
+    multiprocess_mode="livemin",
 )
 CONNECTIONS_CLOSED = Counter(
     "labflow_gateway_mllp_connections_closed_total",

@@ -7,9 +7,10 @@ closed connection instead (SPEC §9.1).
 Connection slots are finite, so clients that hold one without sending a message ("slowloris") are
 bounded by deadlines, not by per-read timeouts that one byte every few seconds would keep resetting:
 
-- at most `max_connections` at once, and at most `max_connections_per_address` from one source
-  address (a lab opens a few; one address opening hundreds cannot take the slots of every other lab);
-  beyond either cap a new connection is closed at once;
+- at most `max_connections` at once (5,000 by default: every lab of the country on one node; the
+  gateway checks at start that the open-file limit allows it, services/core/runtime.py), and at most
+  `max_connections_per_address` from one source address (a lab opens a few; one address opening
+  hundreds cannot take the slots of every other lab); beyond either cap a new connection is closed at once;
 - a new connection must start its first message (0x0B then `MSH`) within `first_message_timeout_s`
   (and finish its TLS handshake within that time too);
 - a frame, once started, must be complete within `frame_timeout_s` (a deadline for the whole frame);
@@ -66,6 +67,7 @@ class MllpServer:
         max_connections_per_address: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
         labs: LabRegistry | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.intake = intake
         self.labs = labs
@@ -78,6 +80,8 @@ class MllpServer:
         self.first_message_timeout_s = first_message_timeout_s
         self.max_connections_per_address = max_connections_per_address or max_connections
         self.ssl_context = ssl_context
+        self.reuse_port = reuse_port
+        """SO_REUSEPORT: several gateway processes listen on one port, the kernel spreads connections."""
         self._slots = asyncio.Semaphore(max_connections)
         self._per_address: Counter[str] = Counter()
         self._connections: dict[asyncio.Task[None], _Connection] = {}
@@ -99,7 +103,8 @@ class MllpServer:
             ssl=self.ssl_context,
             ssl_handshake_timeout=handshake_timeout,
             limit=256 * 1024,
-            backlog=1024,
+            backlog=4096,  # thousands of labs reconnect at once after a restart
+            reuse_port=self.reuse_port,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("mllp listening", host=self.host, port=self.port, tls=self.ssl_context is not None)

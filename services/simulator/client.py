@@ -48,6 +48,11 @@ class MllpClient:
         data = await asyncio.wait_for(self._reader.readuntil(END), timeout_s)
         return data[data.index(START) + 1 : -len(END)]
 
+    @property
+    def closed_by_peer(self) -> bool:
+        """The server closed the connection (its end seen, nothing left to read)."""
+        return self._reader is not None and self._reader.at_eof()
+
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
