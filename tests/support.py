@@ -294,16 +294,6 @@ def random_result_stream(n: int, persons: int, seed: int) -> list[LabResult]:
     return stream
 
 
-def expected_winners(stream: list[LabResult]) -> dict[tuple[str, str], str]:
-    """(result_id, pseudonym) -> version_key of the version that must count."""
-    from services.worker.versions import ResultVersion, winning_version
-
-    versions: dict[tuple[str, str], list[ResultVersion]] = {}
-    for r in stream:
-        versions.setdefault((r.result_id, r.patient_pseudonym), []).append(ResultVersion.from_lab_result(r))
-    return {key: winning_version(vs).version_key for key, vs in versions.items()}
-
-
 def produce_results(settings: Settings, results: Iterable[LabResult]) -> None:
     """Put canonical results on the results topic as the gateway does (keyed by pseudonym)."""
     from confluent_kafka import Producer

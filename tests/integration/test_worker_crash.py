@@ -13,9 +13,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.kafka import producer_config
+from tests.oracles import expected_winners
 from tests.support import (
     ServiceProcess,
-    expected_winners,
     free_port,
     full_recomputation,
     random_result_stream,

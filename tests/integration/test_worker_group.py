@@ -14,9 +14,9 @@ from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.kafka import producer_config
 from tests.integration.test_worker_crash import end_offsets, stored_offsets
+from tests.oracles import expected_winners
 from tests.support import (
     ServiceProcess,
-    expected_winners,
     free_port,
     full_recomputation,
     random_result_stream,
