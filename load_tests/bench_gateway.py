@@ -19,11 +19,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from labflow_testkit.infrastructure import isolated_settings, settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, port_open, wait_until
 from services.core.config import load_settings
 from services.simulator.client import MllpClient
 from services.simulator.oru import build_oru_r01, random_order, random_patient
 from services.stack import local
-from tests.support import ServiceProcess, free_port, isolated_settings, port_open, settings_env, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

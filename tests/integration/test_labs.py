@@ -10,12 +10,12 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
+from labflow_testkit.infrastructure import settings_env
 from services.cli import app
 from services.core.config import Settings
 from services.core.db.engine import make_engine
 from services.gateway.hl7.normalize import MessageHeader, normalize_header
 from services.gateway.labs import Lab, LabDirectory, LabRegistry, RegistryUnavailable
-from tests.support import settings_env
 
 pytestmark = pytest.mark.integration
 FINGERPRINT = "AB:" * 31 + "CD"

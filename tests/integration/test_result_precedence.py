@@ -19,12 +19,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from labflow_testkit.infrastructure import isolated_settings
+from labflow_testkit.results import make_result
 from services.core.db.engine import libpq_url
 from services.core.domain.model import LabResult, Outcome, ResultStatus
 from services.worker.store import ResultStore
 from tests.conftest import Infrastructure
 from tests.oracles import version_of, winning_version
-from tests.support import isolated_settings, make_result
 
 T0 = datetime(2021, 3, 1, 10, 0, tzinfo=UTC)
 
