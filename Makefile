@@ -85,8 +85,8 @@ chaos: install $(TOXIPROXY)
 	$(BIN)/python -m load_tests.chaos $(ARGS)
 
 lint: install
-	$(BIN)/ruff check services tests load_tests
-	$(BIN)/mypy services
+	$(BIN)/ruff check services labflow_testkit tests load_tests
+	$(BIN)/mypy services labflow_testkit
 
 down: install
 	$(BIN)/labflow stack down

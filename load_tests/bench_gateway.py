@@ -33,11 +33,12 @@ from typing import Any
 
 import psutil
 
+from labflow_testkit.infrastructure import isolated_settings, settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, port_open, wait_until
 from services.core.config import Settings, load_settings
 from services.simulator.client import MllpClient
 from services.simulator.oru import build_oru_r01, random_order, random_patient
 from services.stack import local
-from tests.support import ServiceProcess, free_port, isolated_settings, port_open, settings_env, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -22,21 +22,13 @@ from pathlib import Path
 import psycopg
 from confluent_kafka import Producer
 
+from labflow_testkit.infrastructure import isolated_settings, settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, http_status, wait_until
+from labflow_testkit.results import full_recomputation, random_result_stream, stored_aggregates
 from services.core.config import load_settings
 from services.core.db.engine import libpq_url
 from services.core.kafka import producer_config
 from services.stack import local
-from tests.support import (
-    ServiceProcess,
-    free_port,
-    full_recomputation,
-    http_status,
-    isolated_settings,
-    random_result_stream,
-    settings_env,
-    stored_aggregates,
-    wait_until,
-)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_worker.json"
 

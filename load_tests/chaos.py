@@ -7,9 +7,10 @@ What it starts (and stops at the end, even on failure, by pid — never by name)
 under `<state dir>/chaos/` — a 3-node KRaft cluster (services/stack/kafka.py; topics replicated 3
 times, `min.insync.replicas=2`), a PostgreSQL, and a Toxiproxy server (`make toxiproxy` builds it into
 `.labflow/bin/`); then per scenario a fresh database and topics, and the gateway, worker, tracing
-handoff and the tracing-platform stand-in as separate processes (tests.support.ServiceProcess), and
-the lab simulator of load_tests/simulate.py in a process of its own (seeded traffic: resends,
-corrections, cancellations, invalid INS keys and NUL-byte poison messages).
+handoff and the tracing-platform stand-in as separate processes (labflow_testkit's ServiceProcess;
+every process through the project's launcher, services/stack/process.py), and the lab simulator of
+load_tests/simulate.py in a process of its own (seeded traffic: resends, corrections, cancellations,
+invalid INS keys and NUL-byte poison messages).
 
 Wiring of the proxy — every byte between the services and Kafka/PostgreSQL crosses Toxiproxy:
 - PostgreSQL: one proxy in front of the server; the services get the proxy's address.
@@ -31,7 +32,7 @@ every AA-acknowledged result stored exactly once (by its (specimen, LOINC) — w
 result_id); every message answered AE/AR for its content (invalid INS, poison) is on
 `lab.results.rejected.v1` (an AE for a Kafka timeout is transient and counted apart, and so is a
 content AE answered while Kafka could not take the rejection either: the lab sends again); aggregates
-equal a full recomputation (tests.support.full_recomputation); every opened case handed over exactly
+equal a full recomputation (labflow_testkit.results.full_recomputation); every opened case handed over exactly
 once (the stand-in records each idempotency key once: none missing, none unknown, no case opened
 twice in the outbox); every `/readyz` 200 again by itself, and — when the services lost Kafka or
 PostgreSQL entirely (all brokers, PostgreSQL down or hung, network cut) — a 503 during the outage.
@@ -71,6 +72,9 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pydantic import SecretStr
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from labflow_testkit.infrastructure import isolated_settings, settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, http_status, port_open, wait_until
+from labflow_testkit.results import full_recomputation, stored_aggregates
 from load_tests import profiles
 from load_tests.simulate import SimulatorConfig, lab_ids, simulator_main
 from services.core.config import REPO_ROOT, Settings, load_settings
@@ -80,17 +84,7 @@ from services.gateway.rejections import read_rejections
 from services.stack import local
 from services.stack.kafka import KafkaNode, LocalKafka
 from services.stack.postgres import LocalPostgres
-from tests.support import (
-    ServiceProcess,
-    free_port,
-    full_recomputation,
-    http_status,
-    isolated_settings,
-    port_open,
-    settings_env,
-    stored_aggregates,
-    wait_until,
-)
+from services.stack.process import launch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TOXIPROXY_BIN = REPO_ROOT / ".labflow" / "bin" / "toxiproxy-server"
@@ -138,15 +132,11 @@ class Toxiproxy:
     def start(self) -> None:
         if not TOXIPROXY_BIN.exists():
             raise RuntimeError(f"{TOXIPROXY_BIN} is missing: run `make toxiproxy`")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(TOXIPROXY_BIN), "-host", "127.0.0.1", "-port", str(self.api_port)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.proc = launch(
+            [str(TOXIPROXY_BIN), "-host", "127.0.0.1", "-port", str(self.api_port)],
+            log=self.log_path,
+            detached=True,
+        )
         wait_until(lambda: port_open(self.api_port), timeout_s=20, what="the Toxiproxy API")
 
     def add(self, name: str, listen: int, upstream: int) -> None:
@@ -340,25 +330,12 @@ class Services:
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="chaos-supervisor", daemon=True)
-        self.standin: subprocess.Popen[bytes] | None = None
+        self.standin: ServiceProcess | None = None
 
     def start(self) -> None:
-        log_file = (self.folder / "tracing-standin.log").open("ab")
-        self.standin = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "services.cli",
-                "tracing",
-                "standin",
-                "--port",
-                str(self.settings.tracing_standin_port),
-            ],
-            env=self.env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+        self.standin = ServiceProcess(
+            "tracing standin", self.env, self.folder, "--port", str(self.settings.tracing_standin_port)
         )
-        log_file.close()
         for name in SERVICES:
             self.procs[name] = ServiceProcess(name, self.env, self.folder)
         wait_until(lambda: port_open(self.settings.tracing_standin_port), 30, what="the tracing stand-in")
@@ -396,13 +373,8 @@ class Services:
             self._thread.join(5)
         for service in self.procs.values():
             service.stop()
-        if self.standin is not None and self.standin.poll() is None:
-            self.standin.terminate()
-            try:
-                self.standin.wait(10)
-            except subprocess.TimeoutExpired:
-                self.standin.kill()
-                self.standin.wait()
+        if self.standin is not None:
+            self.standin.stop(timeout_s=10)
 
     def logs_tail(self) -> dict[str, str]:
         return {name: service.log()[-1500:] for name, service in self.procs.items()}

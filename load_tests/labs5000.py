@@ -41,13 +41,14 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from labflow_testkit.infrastructure import isolated_settings, settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, port_open, wait_until
 from load_tests.simulate import ProcessSampler
 from services.core.config import load_settings
 from services.core.runtime import ensure_open_files
 from services.simulator.client import MllpClient
 from services.simulator.oru import build_oru_r01, random_order, random_patient
 from services.stack import local
-from tests.support import ServiceProcess, free_port, isolated_settings, port_open, settings_env, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIGMA = 1.2

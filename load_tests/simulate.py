@@ -4,8 +4,8 @@
     .venv/bin/python -m load_tests.simulate ramp --rate 500 --to 4000 --seconds 120
     .venv/bin/python -m load_tests.simulate replay --scale 0.05 --minutes 2
 
-One run: a fresh database and topics on the local stack (tests.support.isolated_settings), the gateway,
-worker, tracing handoff and tracing-platform stand-in as real processes, and the labs in a process of
+One run: a fresh database and topics on the local stack (labflow_testkit's isolated_settings), the
+gateway, worker, tracing handoff and tracing-platform stand-in as real processes, and the labs in a process of
 their own (no GIL shared with what is measured). Labs differ in size (Zipf-like weights; large labs
 get several connections); each connection sends and waits for the ACK before its next message, like a
 LIS. Messages are generated before the timed part (a pool; beyond it, the pool is sent again with new
@@ -30,8 +30,6 @@ import multiprocessing
 import random
 import secrets
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -50,6 +48,8 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from labflow_testkit.infrastructure import isolated_settings, settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, port_open, wait_until
 from load_tests import profiles
 from load_tests.profiles import Profile
 from services.core.config import Settings, load_settings
@@ -59,7 +59,6 @@ from services.simulator.client import MllpClient
 from services.simulator.demo import count_cases, wait_for_services
 from services.simulator.oru import Observation, Order, Patient, build_oru_r01, random_order, random_patient
 from services.stack import local
-from tests.support import ServiceProcess, free_port, isolated_settings, port_open, settings_env, wait_until
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # stands for the run tag + pool cycle in control ids and specimen ids (same length as its substitute)
@@ -588,14 +587,6 @@ class RunOptions:
     pool_max: int = 120_000
 
 
-def _start_standin(env: dict[str, str], port: int, log_dir: Path) -> subprocess.Popen[bytes]:
-    log = (log_dir / "tracing-standin.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "tracing", "standin", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-
-
 def _delete_topics(settings: Settings) -> None:
     admin = AdminClient({"bootstrap.servers": settings.require_kafka()})
     for future in admin.delete_topics(settings.topics.all(), operation_timeout=30).values():
@@ -633,7 +624,7 @@ def run_profile(profile: Profile, options: RunOptions, results_dir: Path = RESUL
             settings, LABFLOW_LOG_LEVEL="WARNING", LABFLOW_MLLP_MAX_CONNECTIONS_PER_ADDRESS="100000",
             LABFLOW_MLLP_FIRST_MESSAGE_TIMEOUT_S=str(settings.mllp_idle_timeout_s),
         )
-        standin = _start_standin(env, standin_port, folder)
+        standin = ServiceProcess("tracing standin", env, folder, "--port", str(standin_port))
         services = {name: ServiceProcess(name, env, folder) for name in ("gateway", "worker", "tracing")}
         simulator: multiprocessing.process.BaseProcess | None = None
         try:
@@ -658,7 +649,7 @@ def run_profile(profile: Profile, options: RunOptions, results_dir: Path = RESUL
             print(f"[{profile.name}] {plan['messages']:,} messages planned ({plan['pool']:,} generated in "
                   f"{plan['generation_s']} s) on {plan['connections']} connections of {options.labs} labs")
             pids = {name: s.proc.pid for name, s in services.items()}
-            pids["standin"] = standin.pid
+            pids["standin"] = standin.proc.pid
             assert simulator.pid is not None
             pids["simulator"] = simulator.pid
             pids |= {name: pid for name, pid in stack.items() if pid is not None}  # kafka, postgres
@@ -709,8 +700,7 @@ def run_profile(profile: Profile, options: RunOptions, results_dir: Path = RESUL
                 simulator.kill()
             for service in services.values():
                 service.stop()
-            standin.terminate()
-            standin.wait(15)
+            standin.stop()
         _delete_topics(settings)
 
     figures = analysis["figures"]

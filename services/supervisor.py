@@ -7,7 +7,9 @@ Policy (SPEC §9.1, "supervisors forward SIGTERM/SIGINT and restart a crashed ch
   supervisor started from a script with `&` (SIGINT ignored by inheritance) still stops on SIGINT.
 - Each child runs in its own process group, so a Ctrl-C in the terminal reaches the supervisor alone
   and every child is stopped once, in order. Should the supervisor itself die (kill -9), the kernel
-  sends each child SIGTERM (PR_SET_PDEATHSIG): no service is left holding its ports.
+  sends each child SIGTERM (PR_SET_PDEATHSIG): no service is left holding its ports. Children are
+  started by the one launcher of the project (`services.stack.process.launch`); the restart loop
+  below is the supervisor's own.
 - A child that exits on its own is restarted after an exponential backoff with jitter (1 s, 2 s, 4 s
   … at most 60 s), said on stderr; the backoff starts again once a child has run for a minute. The
   platform keeps running: a crashed worker must not take the gateway down with it.
@@ -15,8 +17,6 @@ Policy (SPEC §9.1, "supervisors forward SIGTERM/SIGINT and restart a crashed ch
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import random
 import signal
@@ -27,20 +27,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 from services.core.config import load_settings
+from services.stack.process import launch
 
 SERVICES = ("gateway", "worker", "opendata", "tracing", "dashboard")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGTERM when the supervisor dies, default SIGINT."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: our own stop still covers it
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -62,7 +54,7 @@ class Child:
     started_at: float = 0.0
     restarts: int = 0  # consecutive restarts without a stable run
     restart_at: float | None = None  # when an exited child is due to start again
-    log: IO[bytes] | None = field(default=None, repr=False)
+    log: Path | None = field(default=None, repr=False)  # None: the supervisor's own stdout/stderr
 
 
 class Supervisor:
@@ -99,15 +91,12 @@ class Supervisor:
             child = Child(name, self.command(name))
             if self.log_dir is not None:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
-                child.log = (self.log_dir / f"{name.replace(' ', '-')}.log").open("ab")
+                child.log = self.log_dir / f"{name.replace(' ', '-')}.log"
             self.children[name] = child
             self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
-        child.proc = subprocess.Popen(
-            child.argv, stdout=child.log, stderr=child.log, env=self.env,
-            process_group=0, preexec_fn=_die_with_parent,
-        )
+        child.proc = launch(child.argv, log=child.log, env=self.env, own_group=True, die_with_parent=True)
         child.started_at = time.monotonic()
         child.restart_at = None
 
@@ -155,9 +144,6 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for child in self.children.values():
-            if child.log is not None:
-                child.log.close()
 
     def wait(self, poll_s: float = 0.2) -> int:
         """Keep the children running until a stop signal; then stop them all. 0 after a clean stop."""

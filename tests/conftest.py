@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from labflow_testkit.infrastructure import isolated_settings
 from services.core.config import Settings, load_settings
-from tests.support import isolated_settings
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Person deduplication of Santé publique France (SPEC §5), for one person. Pure domain, no I/O.
 
-The input is the winning version of each of the person's results (`versions.winning_version`). The
-output depends only on that set, never on the order results arrived in:
+The input is the winning version of each of the person's results (the one PostgreSQL kept, by the
+order of `versions.py`). The output depends only on that set, never on the order results arrived in:
 
 - person-days: the counting results (F/C) of one collection day; positive if any positive, else
   negative if any negative, else no person-day;

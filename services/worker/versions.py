@@ -1,19 +1,30 @@
 """Which version of one result counts (SPEC §5): decided by status and result time, never by arrival.
 
-Pure domain, no I/O. A result is identified by its `result_id`; all versions received of it (F, C, P,
-X/D/W, re-sends) are reduced to one winner by `winning_version`.
+Pure domain, no I/O. A result is identified by its `result_id` (with the person's pseudonym); of all
+versions received of it (F, C, P, X/D/W, re-sends) the greatest by this order wins:
+
+1. the status rank `STATUS_RANK`: cancellation (X/D/W) > correction (C) > final (F) > preliminary (P);
+2. within a status, the latest result time (OBR-22; a missing one loses);
+3. then the version key (content, not arrival);
+4. only re-sends of identical content are left: the earliest received wins, so the winner's
+   `received_at` is when the lab first reported it.
+
+Production decides in PostgreSQL, in one statement per batch (`services/worker/store.py`
+UPSERT_RESULTS: its ORDER BY picks the winner inside a batch, its ON CONFLICT … WHERE against the
+stored row), on the `precedence` column the worker fills from `STATUS_RANK`. The same order written
+in Python is the test oracle (`tests/oracles.py` `winning_version`); the two are compared over
+generated versions on the real database (`tests/integration/test_result_precedence.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from services.core.domain.model import LabResult, Outcome, ResultStatus, Sex, TestKind
 
-_RANK: dict[ResultStatus, int] = {
+STATUS_RANK: dict[ResultStatus, int] = {
     ResultStatus.PRELIMINARY: 0,
     ResultStatus.FINAL: 1,
     ResultStatus.CORRECTED: 2,
@@ -22,10 +33,6 @@ _RANK: dict[ResultStatus, int] = {
     ResultStatus.WRONG_PATIENT: 3,
 }
 _COUNTING = frozenset((ResultStatus.FINAL, ResultStatus.CORRECTED))
-_NO_TIME = datetime.min.replace(tzinfo=UTC)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-Precedence = tuple[int, datetime, str, timedelta]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,26 +60,6 @@ class ResultVersion:
         """Whether this version, as the winner, decides an outcome (F or C)."""
         return self.status in _COUNTING
 
-    @classmethod
-    def from_lab_result(cls, r: LabResult) -> ResultVersion:
-        return cls(
-            result_id=r.result_id,
-            patient_pseudonym=r.patient_pseudonym,
-            version_key=version_key(r),
-            status=r.status,
-            result_at=r.result_at,
-            received_at=r.received_at,
-            outcome=r.outcome,
-            test_kind=r.test_kind,
-            collected_at=r.collected_at,
-            collection_day=r.collection_day,
-            department=r.department,
-            region=r.region,
-            age_class=r.age_class,
-            sex=r.sex,
-            lab=r.sending_facility,
-        )
-
 
 def version_key(r: LabResult) -> str:
     """Identifies one version by everything the worker decides on, so a re-send gets the same key.
@@ -96,40 +83,3 @@ def version_key(r: LabResult) -> str:
         r.sending_facility,
     )
     return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).hexdigest()
-
-
-def precedence(v: ResultVersion) -> Precedence:
-    """Sort key of a version: the greatest wins.
-
-    Cancellation (X/D/W) > correction (C) > final (F) > preliminary (P); within a status the latest
-    result time (OBR-22; a missing one loses), then the version key (content, not arrival). Only
-    re-sends of identical content are left, and the earliest received of those wins, so the winner's
-    `received_at` is when the lab first reported it.
-    """
-    return (
-        _RANK[v.status],
-        v.result_at if v.result_at is not None else _NO_TIME,
-        v.version_key,
-        _EPOCH - v.received_at,
-    )
-
-
-def winning_version(versions: Iterable[ResultVersion]) -> ResultVersion:
-    """The version of one result that counts, whatever the order the versions arrived in.
-
-    All versions must share `result_id` and `patient_pseudonym`: a W (wrong patient) under one person
-    must not cancel the re-send of the same specimen under the right person.
-    """
-    it = iter(versions)
-    try:
-        best = next(it)
-    except StopIteration:
-        raise ValueError("no version to choose from") from None
-    best_key = precedence(best)
-    for v in it:
-        if v.result_id != best.result_id or v.patient_pseudonym != best.patient_pseudonym:
-            raise ValueError("versions of different results or persons")
-        key = precedence(v)
-        if key > best_key:
-            best, best_key = v, key
-    return best

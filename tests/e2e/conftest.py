@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, http_status, port_open, wait_until
 from services.core.config import Settings
 from services.core.db.engine import make_engine
 from services.core.domain.model import LabMode
 from services.gateway.labs import LabDirectory
-from tests.support import ServiceProcess, free_port, http_status, port_open, settings_env, wait_until
 
 
 @pytest.fixture

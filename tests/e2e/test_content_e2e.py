@@ -16,11 +16,12 @@ from confluent_kafka import Consumer, TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from labflow_testkit.processes import wait_until
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.rejection import Rejection
 from services.simulator.oru import Observation, Order, Patient, build_oru_r01, random_patient
-from tests.support import mllp_send, wait_until
+from tests.support import mllp_send
 
 pytestmark = pytest.mark.e2e
 

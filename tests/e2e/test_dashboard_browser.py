@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, http_status, wait_until
+from labflow_testkit.results import make_result
 from services.core.config import REPO_ROOT, Settings
 from services.core.db.engine import make_engine
 from services.core.domain.model import LabResult, Outcome, Sex, TestKind
@@ -25,7 +28,6 @@ from services.core.kafka import producer_config
 from services.gateway.labs import LabDirectory
 from services.opendata.export import export
 from services.worker.app import build_worker
-from tests.support import ServiceProcess, free_port, http_status, make_result, settings_env, wait_until
 
 pytestmark = pytest.mark.e2e
 SPEC = REPO_ROOT / "tests" / "browser" / "dashboard.spec.mjs"

@@ -18,11 +18,12 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, http_status, port_open, wait_until
 from services.core.config import Settings
 from services.core.runtime import ensure_open_files
 from services.simulator.client import MllpClient
 from services.simulator.oru import build_oru_r01, random_order, random_patient
-from tests.support import ServiceProcess, free_port, http_status, port_open, settings_env, wait_until
 
 pytestmark = pytest.mark.e2e
 LABS = 5000

@@ -10,11 +10,8 @@ import random
 import signal
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,13 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, http_status, port_open, wait_until
 from services.core.config import Settings
 from services.core.db.engine import make_engine
 from services.gateway.labs import LabDirectory
 from services.gateway.rejections import read_rejections
 from services.simulator.client import Ack, MllpClient
 from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
-from tests.support import ServiceProcess, free_port, http_status, port_open, settings_env, wait_until
 
 pytestmark = pytest.mark.e2e
 START, END = b"\x0b", b"\x1c\x0d"
@@ -64,13 +62,7 @@ class Gateway(ServiceProcess):
     """`labflow gateway [--http]` as a real process."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, http: bool = False) -> None:
-        self.name = "gateway"
-        self.log_path = log_dir / f"gateway-{uuid.uuid4().hex[:6]}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "gateway", *(["--http"] if http else [])],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
+        super().__init__("gateway", env, log_dir, *(["--http"] if http else []))
 
 
 @dataclass

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +20,8 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
+from labflow_testkit.infrastructure import isolated_settings, settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, http_status, port_open, wait_until
 from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
 from services.core.domain.rejection import Rejection
@@ -34,16 +34,7 @@ from services.gateway.publish import KafkaPublisher
 from services.simulator.client import Ack
 from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
 from tests.conftest import Infrastructure
-from tests.support import (
-    ServiceProcess,
-    free_port,
-    http_status,
-    isolated_settings,
-    mllp_send,
-    port_open,
-    settings_env,
-    wait_until,
-)
+from tests.support import mllp_send
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -53,15 +44,7 @@ class HttpGateway(ServiceProcess):
     """`labflow gateway --http` as a real process."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.name = "gateway-http"
-        self.log_path = log_dir / f"gateway-http-{uuid.uuid4().hex[:6]}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "gateway", "--http"],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__("gateway", env, log_dir, "--http")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from nacl.public import PrivateKey
 
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import wait_until
 from services.core.config import REPO_ROOT, Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.conformance import PLAN
@@ -24,7 +26,7 @@ from services.gateway.hl7.normalize import normalize_oru
 from services.gateway.identity import IdentityProtector
 from services.simulator.client import Ack
 from services.simulator.conformance import NON_CONFORMING, plan_messages
-from tests.support import mllp_send, settings_env, wait_until
+from tests.support import mllp_send
 
 pytestmark = pytest.mark.e2e
 PRODUCTION_TABLES = ("results", "persons", "cases", "aggregates", "outbox", "lab_daily", "lab_delays",

@@ -16,11 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, port_open, wait_until
 from services.core.config import Settings
 from services.core.db.engine import make_engine
 from services.gateway.labs import LabDirectory
 from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
-from tests.support import ServiceProcess, free_port, mllp_send, port_open, settings_env, wait_until
+from tests.support import mllp_send
 
 pytestmark = pytest.mark.e2e
 

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from labflow_testkit.processes import http_status, wait_until
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
-from tests.support import http_status, mllp_send, wait_until
+from tests.support import mllp_send
 
 pytestmark = pytest.mark.e2e
 

@@ -18,25 +18,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, http_status, wait_until
+from labflow_testkit.results import make_result
 from services.core.config import REPO_ROOT, Settings
 from services.core.db.engine import libpq_url, make_engine
 from services.gateway.labs import LabDirectory
 from services.gateway.rejections import ReplayLog
 from services.simulator.oru import random_patient
 from services.worker.app import build_worker
-from tests.support import (
-    ServiceProcess,
-    free_port,
-    http_status,
-    lab_acks,
-    lab_message,
-    lab_traffic_consumers,
-    make_result,
-    produce_results,
-    settings_env,
-    through_intake,
-    wait_until,
-)
+from tests.support import lab_acks, lab_message, lab_traffic_consumers, produce_results, through_intake
 
 pytestmark = pytest.mark.e2e
 SPEC = REPO_ROOT / "tests" / "browser" / "portal.spec.mjs"

@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import wait_until
 from services.core.config import REPO_ROOT, Settings
 from services.core.db.engine import libpq_url
 from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
-from tests.support import mllp_send, settings_env, wait_until
+from tests.support import mllp_send
 
 pytestmark = pytest.mark.e2e
 

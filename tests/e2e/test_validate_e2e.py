@@ -22,20 +22,13 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from labflow_testkit.infrastructure import isolated_settings, settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, http_status, port_open, wait_until
 from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
 from services.gateway.labs import LabDirectory
 from tests.conftest import Infrastructure
 from tests.e2e.test_http_intake import HttpGateway
-from tests.support import (
-    ServiceProcess,
-    free_port,
-    http_status,
-    isolated_settings,
-    port_open,
-    settings_env,
-    wait_until,
-)
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from services.core.config import Settings
-from tests.support import REPO_ROOT, free_port, settings_env
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import ServiceProcess, free_port
+from services.core.config import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -76,13 +77,12 @@ def test_a_gateway_started_with_kafka_down_logs_json_and_little(shared_settings:
         "gateway_ops_port": free_port(),
     })
     env = settings_env(settings, LABFLOW_STATE_DIR=str(tmp_path), LABFLOW_LAB_REGISTRY_ENFORCED="false")
-    gateway = subprocess.Popen([sys.executable, "-m", "services.cli", "gateway"], env=env, cwd=REPO_ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    gateway = ServiceProcess("gateway", env, tmp_path)
     try:
         time.sleep(8)  # librdkafka retries the broker every ~100 ms: it used to print hundreds of lines
     finally:
-        gateway.terminate()
-        output, _ = gateway.communicate(timeout=30)
+        gateway.stop(timeout_s=30)
+    output = gateway.log_path.read_text()
     lines = output.splitlines()
     records = [json.loads(line) for line in lines]  # every line is JSON
     kafka_lines = [r for r in records if "facility" in r]

@@ -16,6 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from labflow_testkit.infrastructure import isolated_settings
+from labflow_testkit.processes import wait_until
+from labflow_testkit.results import make_result
 from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
 from services.core.domain.model import LabResult, Outcome, Sex, TestKind
@@ -24,7 +27,7 @@ from services.dashboard.queries import refresh_rollups
 from services.opendata.export import export
 from services.worker.app import build_worker
 from tests.conftest import Infrastructure
-from tests.support import isolated_settings, make_result, produce_results, wait_until
+from tests.support import produce_results
 
 pytestmark = pytest.mark.integration
 DAY0 = datetime(2022, 1, 3, 9, 0, tzinfo=UTC)

@@ -2,7 +2,8 @@
 
 The policy below is stated a second time, independently of migration 0007, and compared with the
 privileges a migrated database really holds: a table a later migration adds without deciding who may
-touch it fails here. The e2e tests then run every service with its own role (tests/support.py).
+touch it fails here. The e2e tests then run every service with its own role
+(labflow_testkit/infrastructure.py).
 """
 
 from __future__ import annotations

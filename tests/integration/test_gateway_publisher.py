@@ -8,11 +8,11 @@ import asyncio
 import pytest
 from confluent_kafka import KafkaError
 
+from labflow_testkit.processes import free_port, wait_until
 from services.core.config import Settings
 from services.core.kafka import producer_config
 from services.core.record_sizes import SizeLimits
 from services.gateway.publish import KafkaPublisher, Record, RecordTooLarge
-from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 

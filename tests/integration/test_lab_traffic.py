@@ -14,21 +14,15 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, wait_until
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.model import Transport
 from services.core.kafka import producer_config
 from services.gateway.hl7.normalize import APPLICATION_INTERNAL_ERROR, Issue, normalize_header
 from services.gateway.intake import rejection_for
-from tests.support import (
-    ServiceProcess,
-    free_port,
-    lab_acks,
-    lab_message,
-    settings_env,
-    through_intake,
-    wait_until,
-)
+from tests.support import lab_acks, lab_message, through_intake
 
 pytestmark = pytest.mark.integration
 SENT = {"LAB-K1": {"AA": 120, "AE": 30, "AR": 20}, "LAB-K2": {"AA": 60, "AE": 0, "AR": 10}}

@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from labflow_testkit.infrastructure import settings_env
 from services.cli import app
 from services.core.config import REPO_ROOT, Settings
 from services.core.db import tables
@@ -20,7 +21,6 @@ from services.core.db.engine import make_engine
 from services.core.domain.model import LabMode
 from services.gateway.hl7.normalize import MessageHeader, normalize_header
 from services.gateway.labs import Lab, LabDirectory, LabRegistry, PromotionRefused, RegistryUnavailable
-from tests.support import settings_env
 
 pytestmark = pytest.mark.integration
 FINGERPRINT = "AB:" * 31 + "CD"

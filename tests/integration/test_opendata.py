@@ -14,21 +14,16 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, http_status, wait_until
+from labflow_testkit.results import make_result
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.model import Outcome, Sex, TestKind
 from services.opendata.app import build_app
 from services.opendata.export import export
 from services.opendata.files import INDEX_NAME
-from tests.support import (
-    ServiceProcess,
-    free_port,
-    http_status,
-    make_result,
-    produce_results,
-    settings_env,
-    wait_until,
-)
+from tests.support import produce_results
 
 pytestmark = pytest.mark.integration
 DAY0 = datetime(2022, 1, 3, 9, 0, tzinfo=UTC)

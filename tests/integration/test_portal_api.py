@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from labflow_testkit.infrastructure import isolated_settings
+from labflow_testkit.processes import wait_until
 from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
 from services.core.domain.conformance import PLAN, judge
@@ -30,14 +32,7 @@ from services.gateway.labs import LabDirectory
 from services.gateway.rejections import ReplayLog
 from services.worker.app import build_worker
 from tests.conftest import Infrastructure
-from tests.support import (
-    isolated_settings,
-    lab_acks,
-    lab_message,
-    lab_traffic_consumers,
-    through_intake,
-    wait_until,
-)
+from tests.support import lab_acks, lab_message, lab_traffic_consumers, through_intake
 
 pytestmark = pytest.mark.integration
 STAFF_TOKEN = "staff-dashboard-token"

@@ -10,11 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from labflow_testkit.processes import wait_until
 from services.core.config import Settings
 from services.dashboard.app import build_app as build_dashboard
 from services.opendata.app import DailyPublisher
 from services.opendata.app import build_app as build_opendata
-from tests.support import database_refusing_connections, wait_until
+from tests.support import database_refusing_connections
 
 pytestmark = pytest.mark.integration
 

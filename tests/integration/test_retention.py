@@ -10,12 +10,13 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from labflow_testkit.processes import wait_until
+from labflow_testkit.results import make_result
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.kafka import producer_config
 from services.core.retention import purge_nominative
 from services.worker.app import build_relay, build_worker
-from tests.support import make_result, wait_until
 
 pytestmark = pytest.mark.integration
 

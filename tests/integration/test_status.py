@@ -13,20 +13,14 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from services.core.config import Settings
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, http_status, wait_until
+from labflow_testkit.results import make_result
+from services.core.config import REPO_ROOT, Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.rejection import Rejection, RejectionReason
 from services.core.kafka import producer_config
-from tests.support import (
-    REPO_ROOT,
-    ServiceProcess,
-    free_port,
-    http_status,
-    make_result,
-    produce_results,
-    settings_env,
-    wait_until,
-)
+from tests.support import produce_results
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.core.config import Settings
-from tests.support import REPO_ROOT, free_port, http_status, port_open, settings_env, wait_until
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import free_port, http_status, port_open, wait_until
+from services.core.config import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 

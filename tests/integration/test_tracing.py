@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -27,6 +25,8 @@ from confluent_kafka import Producer
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, http_status, port_open, wait_until
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.case_event import CaseEventMessage
@@ -36,15 +36,7 @@ from services.core.sealing import seal
 from services.tracing import cli as tracing_cli
 from services.tracing.app import build_service
 from services.tracing.handoff import SIGNATURE_HEADER, build_request, signature, verify_signature
-from tests.support import (
-    ServiceProcess,
-    dead_letters,
-    free_port,
-    http_status,
-    port_open,
-    settings_env,
-    wait_until,
-)
+from tests.support import dead_letters
 
 pytestmark = pytest.mark.integration
 SECRET = "test-signing-secret"
@@ -465,10 +457,7 @@ def test_the_local_standin_checks_signatures_and_records_cases_without_identity(
 ) -> None:
     port = free_port()
     env = settings_env(settings, LABFLOW_STATE_DIR=str(tmp_path))
-    standin = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "tracing", "standin", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    standin = ServiceProcess("tracing standin", env, tmp_path, "--port", str(port))
     try:
         wait_until(lambda: port_open(port), timeout_s=10, what="the stand-in to listen")
         event = case_event(settings, "case.opened", uuid.uuid4().hex)
@@ -481,8 +470,7 @@ def test_the_local_standin_checks_signatures_and_records_cases_without_identity(
             forged[SIGNATURE_HEADER] = signature(b"wrong", request.body, int(time.time()))
             assert client.post(url, content=request.body, headers=forged).status_code == 401
     finally:
-        standin.terminate()
-        standin.wait(10)
+        standin.stop(timeout_s=10)
     lines = (tmp_path / "tracing-standin" / "received.jsonl").read_text().splitlines()
     assert [json.loads(line)["case_id"] for line in lines] == [event.case_id]
     assert json.loads(lines[0])["event"] == "case.opened"

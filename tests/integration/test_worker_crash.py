@@ -10,19 +10,13 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, wait_until
+from labflow_testkit.results import full_recomputation, random_result_stream, stored_aggregates
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.kafka import producer_config
-from tests.support import (
-    ServiceProcess,
-    expected_winners,
-    free_port,
-    full_recomputation,
-    random_result_stream,
-    settings_env,
-    stored_aggregates,
-    wait_until,
-)
+from tests.oracles import expected_winners
 
 pytestmark = pytest.mark.integration
 N = 20_000

@@ -10,12 +10,14 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
+from labflow_testkit.processes import wait_until
+from labflow_testkit.results import full_recomputation, make_result, stored_aggregates
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.case_event import CaseEventMessage
 from services.core.domain.model import Outcome, ResultStatus, TestKind
 from services.worker.app import build_relay, build_worker
-from tests.support import full_recomputation, make_result, produce_results, stored_aggregates, wait_until
+from tests.support import produce_results
 
 pytestmark = pytest.mark.integration
 DAY0 = datetime(2022, 1, 3, 9, 0, tzinfo=UTC)

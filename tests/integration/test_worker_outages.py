@@ -11,24 +11,16 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from labflow_testkit.infrastructure import settings_env
+from labflow_testkit.processes import ServiceProcess, free_port, http_status, wait_until
+from labflow_testkit.results import full_recomputation, make_result, stored_aggregates
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.model import LabResult
 from services.core.kafka import producer_config
 from services.worker.app import build_worker
 from tests.integration.test_worker_crash import end_offsets, stored_offsets
-from tests.support import (
-    ServiceProcess,
-    database_refusing_connections,
-    dead_letters,
-    free_port,
-    full_recomputation,
-    http_status,
-    make_result,
-    settings_env,
-    stored_aggregates,
-    wait_until,
-)
+from tests.support import database_refusing_connections, dead_letters
 
 pytestmark = pytest.mark.integration
 

@@ -10,13 +10,14 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from labflow_testkit.processes import wait_until
+from labflow_testkit.results import make_result
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.model import LabResult, Outcome, ResultStatus
 from services.core.domain.rejection import Rejection
 from services.core.kafka import producer_config
 from services.worker.app import build_worker
-from tests.support import make_result, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,12 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from labflow_testkit.processes import wait_until
+from labflow_testkit.results import make_result
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.model import LabMode, ResultStatus
-from tests.support import make_result, produce_results, wait_until
+from tests.support import produce_results
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,8 @@ from services.worker.dedup import (
     evaluate_person,
     reconcile_cases,
 )
-from services.worker.versions import ResultVersion, winning_version
+from services.worker.versions import ResultVersion
+from tests.oracles import version_of, winning_version
 
 F, C, P = ResultStatus.FINAL, ResultStatus.CORRECTED, ResultStatus.PRELIMINARY
 X, W = ResultStatus.CANCELLED, ResultStatus.WRONG_PATIENT
@@ -56,7 +57,7 @@ def res(
 ) -> ResultVersion:
     """One version of result `rid`, collected on day `d` (08:00 UTC is the same day in Paris)."""
     collected_at = datetime.combine(day(d), time(collected_h), tzinfo=UTC)
-    return ResultVersion.from_lab_result(
+    return version_of(
         LabResult(
             result_id=f"result-{rid}",
             sending_application="LIS",

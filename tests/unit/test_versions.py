@@ -17,7 +17,8 @@ from services.core.domain.model import (
     Sex,
     Transport,
 )
-from services.worker.versions import ResultVersion, precedence, winning_version
+from services.worker.versions import ResultVersion
+from tests.oracles import precedence, version_of, winning_version
 
 F, C, P = ResultStatus.FINAL, ResultStatus.CORRECTED, ResultStatus.PRELIMINARY
 X, D, W = ResultStatus.CANCELLED, ResultStatus.DELETED, ResultStatus.WRONG_PATIENT
@@ -36,7 +37,7 @@ def version(
     result_id: str = "result-0001",
     pseudonym: str = PSEUDONYM,
 ) -> ResultVersion:
-    return ResultVersion.from_lab_result(
+    return version_of(
         LabResult(
             result_id=result_id,
             sending_application="LIS",
@@ -116,7 +117,7 @@ def test_version_key_recognises_resends_and_tells_contents_apart() -> None:
     assert paris.version_key == first.version_key
 
 
-def test_from_lab_result_takes_the_paris_collection_day() -> None:
+def test_a_version_takes_the_paris_collection_day() -> None:
     v = version(F, collected_at=datetime(2021, 3, 1, 23, 30, tzinfo=UTC))
     assert v.collection_day == date(2021, 3, 2)
     assert (v.lab, v.department, v.region, v.age_class, v.sex) == ("LAB1", "75", "11", "39", Sex.FEMALE)

@@ -1,4 +1,10 @@
-"""PostgreSQL schema (SQLAlchemy 2 declarative). Alembic migrations in `migrations/` create it."""
+"""PostgreSQL schema (SQLAlchemy 2 declarative). Alembic migrations in `migrations/` create it.
+
+The one definition of the tables' columns in Python: the worker derives the columns it writes from
+`Result` (services/worker/store.py). The migrated schema must equal this metadata — tables, columns,
+types, nullability, defaults, indexes — which tests/integration/test_schema.py checks with Alembic's
+autogenerate comparison. (Materialized views are not compared: they live in the migrations alone.)
+"""
 
 from __future__ import annotations
 
@@ -96,6 +102,12 @@ class Aggregate(Base):
     """
 
     __tablename__ = "aggregates"
+    __table_args__ = (
+        Index(
+            "ix_aggregates_department_day", "department", "day",
+            postgresql_include=["age_class", "sex", "test_kind", "p", "t"],
+        ),
+    )
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     department: Mapped[str] = mapped_column(String(3), primary_key=True)
@@ -106,10 +118,20 @@ class Aggregate(Base):
     t: Mapped[int] = mapped_column(Integer)
 
 
+class DepartmentRegion(Base):
+    """INSEE department → region, for the dashboard's regional views (filled by migration 0005)."""
+
+    __tablename__ = "department_regions"
+
+    department: Mapped[str] = mapped_column(String(3), primary_key=True)
+    region: Mapped[str] = mapped_column(String(3))
+
+
 class LabDaily(Base):
     """Per lab and reception day: results received and positives among them."""
 
     __tablename__ = "lab_daily"
+    __table_args__ = (Index("ix_lab_daily_day", "day"),)
 
     lab: Mapped[str] = mapped_column(Text, primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
@@ -121,6 +143,7 @@ class LabDelay(Base):
     """Histogram of collection → reception delay (whole hours) per lab and day, for medians and p90."""
 
     __tablename__ = "lab_delays"
+    __table_args__ = (Index("ix_lab_delays_day", "day", "lab", "delay_hours", postgresql_include=["n"]),)
 
     lab: Mapped[str] = mapped_column(Text, primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
