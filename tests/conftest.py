@@ -12,9 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from labflow_testkit.infrastructure import isolated_settings
 from services.core.config import Settings, load_settings
+
+# Hypothesis' per-example deadline is a timing bound: on a loaded 2-core machine a slow example says
+# nothing about correctness (speed is measured in load_tests/), so no test of the suite has one.
+hypothesis_settings.register_profile("labflow", deadline=None)
+hypothesis_settings.load_profile("labflow")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from labflow_testkit.infrastructure import settings_env
-from labflow_testkit.processes import ServiceProcess, free_port
+from labflow_testkit.processes import ServiceProcess, free_port, wait_until
 from services.core.config import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
@@ -78,8 +78,15 @@ def test_a_gateway_started_with_kafka_down_logs_json_and_little(shared_settings:
     })
     env = settings_env(settings, LABFLOW_STATE_DIR=str(tmp_path), LABFLOW_LAB_REGISTRY_ENFORCED="false")
     gateway = ServiceProcess("gateway", env, tmp_path)
+
+    def kafka_logged() -> bool:
+        return any('"facility"' in line for line in gateway.log_path.read_text().splitlines())
+
     try:
-        time.sleep(8)  # librdkafka retries the broker every ~100 ms: it used to print hundreds of lines
+        # from its first librdkafka line (however long a loaded machine takes to start it), the gateway
+        # is watched for 8 s of broker retries (every ~100 ms): it used to print hundreds of lines
+        wait_until(kafka_logged, timeout_s=120, what="the gateway's first librdkafka line")
+        time.sleep(8)
     finally:
         gateway.stop(timeout_s=30)
     output = gateway.log_path.read_text()
