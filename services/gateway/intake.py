@@ -27,9 +27,9 @@ import base64
 import hashlib
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from services.core.config import Topics
 from services.core.domain.model import PARIS, LabMode, LabResult, Transport
@@ -94,10 +94,14 @@ class Intake:
         department_region: Mapping[str, str] | None = None,
         *,
         counted: bool = True,
+        lab_time_zone: Callable[[str], tzinfo] | None = None,
     ) -> None:
         self.publisher = publisher
         self.counted = counted
         """False when validating: what it answers is not in the gateway's metrics."""
+        self.lab_time_zone = lab_time_zone or (labs.time_zone if labs is not None else lambda _: PARIS)
+        """The zone a sending lab's offset-less times are read in (SPEC §8.1): the registry's, else the
+        one given (offline validation), else Europe/Paris."""
         self.department_region = department_region
         """From the configured reference data (LABFLOW_REFERENCE_DIR)."""
         self.topics = topics
@@ -114,6 +118,7 @@ class Intake:
             self.labs,
             self.department_region,
             counted=False,
+            lab_time_zone=self.lab_time_zone,
         )
 
     def normalize(
@@ -124,7 +129,7 @@ class Intake:
         authenticated_lab: str | None,
     ) -> Normalized:
         """One ORU^R01 as this gateway reads it: its identity keys, its reference data, and each sending
-        lab's time zone from the registry (SPEC §8.1; Europe/Paris for a lab it does not hold)."""
+        lab's time zone (`lab_time_zone`)."""
         return normalize_oru(
             raw,
             received_at=received_at,
@@ -132,7 +137,7 @@ class Intake:
             protector=self.protector,
             authenticated_lab=authenticated_lab,
             department_region=self.department_region,
-            lab_time_zone=self.labs.time_zone if self.labs is not None else PARIS,
+            lab_time_zone=self.lab_time_zone,
         )
 
     async def receive_hl7(

@@ -18,6 +18,7 @@ import json
 import secrets
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from nacl.public import PrivateKey
@@ -28,27 +29,30 @@ from services.core.record_sizes import SizeLimits
 from services.core.reference import load_reference
 from services.gateway.identity import IdentityProtector
 from services.gateway.intake import Intake
-from services.gateway.labs import Lab, validate_finess, validate_lab_id
+from services.gateway.labs import Lab, default_time_zone, validate_finess, validate_lab_id, validate_time_zone
 from services.gateway.publish import NotPublishing
 from services.gateway.validation import FORMATS, Format, ValidationReport, detect_format, validate
 
 
-def offline_intake(settings: Settings) -> Intake:
-    """The gateway's intake without Kafka, PostgreSQL or the gateway's keys."""
+def offline_intake(settings: Settings, lab: Lab) -> Intake:
+    """The gateway's intake without Kafka, PostgreSQL or the gateway's keys; `lab`'s times without an
+    offset are read in its zone, as the gateway reads them from the registry."""
     protector = IdentityProtector(secrets.token_bytes(32), bytes(PrivateKey.generate().public_key))
     limit = SizeLimits.of(settings).record_bytes
     reference = load_reference(settings.reference_dir)
     return Intake(
-        NotPublishing(limit), settings.topics, protector, None, reference.department_region, counted=False
+        NotPublishing(limit), settings.topics, protector, None, reference.department_region, counted=False,
+        lab_time_zone=lambda _: ZoneInfo(lab.time_zone),
     )
 
 
-def offline_lab(lab_id: str, finess: str | None) -> Lab:
+def offline_lab(lab_id: str, finess: str | None, time_zone: str | None = None) -> Lab:
     try:
         lab_finess = validate_finess(finess) if finess else None
-        return Lab(validate_lab_id(lab_id), lab_id, lab_finess, True, None, None)
+        zone = validate_time_zone(time_zone) if time_zone else default_time_zone(lab_finess)
+        return Lab(validate_lab_id(lab_id), lab_id, lab_finess, True, None, None, time_zone=zone)
     except ValueError as exc:
-        raise OperatorError(f"--lab/--finess: {exc}") from exc
+        raise OperatorError(f"--lab/--finess/--time-zone: {exc}") from exc
 
 
 def _read(path: Path) -> bytes:
@@ -87,6 +91,9 @@ def validate_files(
     files: Annotated[list[Path], typer.Argument(help="HL7 v2 (ER7, FHS/BHS batch), FHIR R4 Bundle or CSV")],
     lab: Annotated[str, typer.Option("--lab", help="the lab the files are sent as (its token's lab id)")],
     finess: Annotated[str | None, typer.Option(help="that lab's FINESS, when registered with one")] = None,
+    time_zone: Annotated[str | None, typer.Option(
+        "--time-zone", help="the lab's time zone (default: its FINESS department's, else Europe/Paris)"
+    )] = None,
     kind: Annotated[
         str | None, typer.Option("--format", help="hl7, fhir or csv (default: by extension, then content)")
     ] = None,
@@ -100,8 +107,8 @@ def validate_files(
         raise OperatorError(f"--format: '{kind}' is not one of {', '.join(FORMATS)}")
     chosen: Format | None = next((f for f in FORMATS if f == kind), None)
     settings = load_settings()
-    sender = offline_lab(lab, finess)
-    intake = offline_intake(settings)
+    sender = offline_lab(lab, finess, time_zone)
+    intake = offline_intake(settings, sender)
     bodies = [(path, _read(path)) for path in files]
 
     async def run() -> list[ValidationReport]:

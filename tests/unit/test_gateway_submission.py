@@ -234,10 +234,35 @@ def test_the_cli_validates_files_offline(tmp_path: Path) -> None:
         "location": "PID-3.1", "segment": "PID", "sequence": 1, "field": 3, "component": 1, "code": "102",
         "severity": "E", "text": "PID-3: INS key 42 does not match matricule (expected 89)", "hint": None,
     }
+    assert "matricule" in reports[1]["items"][0]["issues"][0]["hint"]  # the issue catalogue's fix
 
     csv_as_other = runner.invoke(app, ["validate", str(FIXTURES / "csv" / "ok_and_invalid_rows.csv"),
                                        "--lab", "LAB-OTHER"], env=env)
     assert csv_as_other.exit_code == 1 and "row 3, column ins" in csv_as_other.output
+
+
+def test_the_cli_reads_times_without_an_offset_in_the_lab_zone(tmp_path: Path) -> None:
+    """SPEC §8.1 offline: a Réunion lab (its FINESS department, or --time-zone) previews the collection
+    day it will be counted on."""
+    from services.cli import app
+
+    raw = OK_HL7
+    for old, new in ((b"20240115080000+0100", b"20240115233000"), (b"20240115100000+0100", b"20240116080000"),
+                     (b"20000^FRA", b"97400^FRA")):
+        raw = raw.replace(old, new)
+    local = tmp_path / "reunion.hl7"
+    local.write_bytes(raw)
+    env = {"LABFLOW_KAFKA_BOOTSTRAP": "127.0.0.1:9", "LABFLOW_DATABASE_URL": "postgresql://x@127.0.0.1:9/x"}
+
+    def day(*options: str) -> str:
+        args = ["validate", str(local), "--lab", LAB.lab_id, "--json", *options]
+        run = CliRunner().invoke(app, args, env=env)
+        assert run.exit_code == 0, run.output
+        return str(json.loads(run.output)[0]["items"][0]["counted"][0]["collection_day"])
+
+    assert day("--finess", "974000019") == "2024-01-15"
+    assert day("--time-zone", "Indian/Reunion") == "2024-01-15"
+    assert day() == "2024-01-16"  # read in Paris, 23:30 there is 02:30 on the 16th in Réunion
 
 
 @pytest.mark.parametrize(
