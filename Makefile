@@ -89,7 +89,7 @@ chaos: install $(TOXIPROXY)
 	$(BIN)/python -m load_tests.chaos $(ARGS)
 
 lint: install
-	$(BIN)/ruff check services tests load_tests
+	$(BIN)/ruff check services tests load_tests deploy/cluster deploy/containers
 	$(BIN)/mypy services
 
 down: install
@@ -152,3 +152,17 @@ images: install base-image
 	$(BUILD) -t $(HAPROXY_IMAGE) -f deploy/containers/haproxy.Containerfile deploy/containers
 	$(BUILD) -t $(PROMETHEUS_IMAGE) -f deploy/containers/prometheus.Containerfile deploy/containers
 	@$(PODMAN) images --filter reference='localhost/labflow*' --format '{{.Repository}}:{{.Tag}} {{.Size}}'
+
+# the multi-node cluster on this machine: pods of `podman kube play`, the services rendered from the Helm
+# chart (deploy/cluster/cluster.py). cluster-test brings it up, drives traffic with kills, checks, and
+# always takes it down again; its summary goes to load_tests/results/cluster-test.json.
+CLUSTER := $(PODMAN_ENV) $(BIN)/python deploy/cluster/cluster.py
+
+cluster-up: images helm-tools
+	$(CLUSTER) up
+
+cluster-test: images helm-tools
+	@status=0; { $(CLUSTER) up && $(CLUSTER) test $(ARGS); } || status=$$?; $(CLUSTER) down; exit $$status
+
+cluster-down: install
+	$(CLUSTER) down

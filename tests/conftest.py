@@ -1,7 +1,8 @@
 """Fixtures: Kafka and PostgreSQL are real. They come from LABFLOW_KAFKA_BOOTSTRAP and
 LABFLOW_DATABASE_URL when both are set; from testcontainers when LABFLOW_TEST_CONTAINERS=1 and a
 Docker engine answers (`LABFLOW_TEST_CONTAINERS=1 make test`: podman's Docker API, the locally built
-Kafka and PostgreSQL images of `make images`, a clean throw-away stack); otherwise the local stack is started (`labflow stack up`). A missing
+Kafka and PostgreSQL images of `make images`, a clean throw-away stack); otherwise the local stack is
+started (`labflow stack up`). A missing
 service fails the run with the reason — it never skips a test.
 """
 
