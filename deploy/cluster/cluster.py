@@ -152,7 +152,7 @@ HEALTHCHECK = ["/opt/venv/bin/python", "/opt/labflow/healthcheck.py"]
 
 def chart_deployments() -> list[dict[str, Any]]:
     rendered = subprocess.run(
-        [str(HELM), "template", "labflow", str(REPO / "deploy/helm/labflow"),
+        [str(HELM), "template", "labflow", str(REPO / "deploy/helm/labflow"), "--kube-version", "1.31.0",
          "-f", str(REPO / "deploy/cluster/values-podman.yaml"), "--show-only", "templates/deployments.yaml"],
         check=True, text=True, capture_output=True).stdout
     return [d for d in yaml.safe_load_all(rendered) if d and d.get("kind") == "Deployment"]
@@ -162,8 +162,8 @@ def service_pods(s: dict[str, str]) -> list[dict[str, Any]]:
     """One pod per replica of each chart Deployment. Kept from the chart: image, command, args, ports,
     every plain env value, which secret key each service gets, security context, resources. Replaced:
     the Kafka (mTLS) and database (CloudNativePG) settings, probes as the image's healthcheck command
-    (podman runs httpGet probes with curl, which the image has not), the emptyDir /tmp (podman gives a
-    read-only container a tmpfs /tmp) and the open-data volume (under /tmp: the cluster is throw-away)."""
+    (podman runs httpGet probes with curl, which the image has not) and the open-data volume (under the
+    emptyDir /tmp, shared by the containers of a pod: the cluster is throw-away)."""
     pods = []
     for deployment in chart_deployments():
         component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
@@ -187,15 +187,12 @@ def service_pods(s: dict[str, str]) -> list[dict[str, Any]]:
                     **{k: v for k, v in container["securityContext"].items() if k != "seccompProfile"}}
         replicas = int(deployment["spec"].get("replicas", 1))
         for replica in range(replicas):
-            ports = []
-            for p in container["ports"]:
-                published = {"ops": PORT.get(component), "http": PORT.get(component)}.get(p["name"])
-                entry = {"containerPort": p["containerPort"]}
-                if published and component in ("gateway", "worker", "tracing", "opendata", "dashboard"):
-                    entry |= {"hostPort": published + 10 * replica, "hostIP": "127.0.0.1"}
-                    if component == "gateway" and p["name"] == "http":
-                        entry = {"containerPort": p["containerPort"]}  # HAProxy is the HTTP address
-                ports.append(entry)
+            # only what the host reaches is declared: podman publishes a containerPort without a hostPort
+            # on the same host port, which two replicas cannot share (HAProxy is the MLLP/HTTP address)
+            ports = [{"containerPort": p["containerPort"], "hostPort": PORT[component] + 10 * replica,
+                      "hostIP": "127.0.0.1"}
+                     for p in container["ports"]
+                     if p["name"] == "ops" or (p["name"] == "http" and component != "gateway")]
             containers = [{
                 "name": component, "image": container["image"], "command": container["command"],
                 "args": container["args"], "env": env, "ports": ports, "securityContext": security,
@@ -211,8 +208,13 @@ def service_pods(s: dict[str, str]) -> list[dict[str, Any]]:
                             {"name": "LABFLOW_TRACING_PRIVATE_KEY", "value": s["tracing-private-key"]},
                             {"name": "LABFLOW_TRACING_PUBLIC_KEY", "value": s["tracing-public-key"]}],
                 })
-            pods.append(pod(f"labflow-{component}-{replica}", containers,
-                            **{"app.kubernetes.io/component": component}))
+            for c in containers:
+                c["volumeMounts"] = [{"name": f"labflow-{component}-{replica}-tmp", "mountPath": "/tmp"}]
+            service = pod(f"labflow-{component}-{replica}", containers,
+                          **{"app.kubernetes.io/component": component})
+            # podman 4.3 makes an emptyDir a named volume called after the volume: one name per pod
+            service["spec"]["volumes"] = [{"name": f"labflow-{component}-{replica}-tmp", "emptyDir": {}}]
+            pods.append(service)
     return pods
 
 
@@ -285,7 +287,9 @@ def up() -> float:
     if podman("network", "exists", NETWORK, check=False).returncode != 0:
         podman("network", "create", NETWORK)
     log("Kafka (3 KRaft nodes) and PostgreSQL")
-    podman("kube", "play", "--network", NETWORK, str(write("infrastructure.yaml", infrastructure(s))))
+    infra = infrastructure(s)
+    if any(podman("pod", "exists", p["metadata"]["name"], check=False).returncode for p in infra):
+        podman("kube", "play", "--replace", "--network", NETWORK, str(write("infrastructure.yaml", infra)))
     settings = host_settings(s)
     for address in external_bootstrap().split(","):
         wait_until(lambda a=address: broker_answers(a), 300, 1.0, f"Kafka on {address}")
@@ -308,8 +312,8 @@ def up() -> float:
     log("services (the chart's Deployments), HAProxy, Prometheus")
     services = service_pods(s)
     gateways = sum(1 for p in services if p["metadata"]["name"].startswith("labflow-gateway-"))
-    podman("kube", "play", "--network", NETWORK, str(write("services.yaml", services)))
-    podman("kube", "play", "--network", NETWORK, str(write("edge.yaml", edge_pods(gateways))))
+    podman("kube", "play", "--replace", "--network", NETWORK, str(write("services.yaml", services)))
+    podman("kube", "play", "--replace", "--network", NETWORK, str(write("edge.yaml", edge_pods(gateways))))
     wait_until(lambda: all(c == 200 for c in readyz().values()), 300, 1.0, "every /readyz 200")
     wait_until(prometheus_all_up, 120, 1.0, "every Prometheus target up")
     seconds = time.monotonic() - started
@@ -331,9 +335,19 @@ def _database_answers(url: str) -> bool:
 
 
 def down() -> None:
-    for name in ("edge.yaml", "services.yaml", "infrastructure.yaml"):
-        if (STATE / name).exists():
-            podman("kube", "down", str(STATE / name), check=False)
+    """Every pod of the cluster with its containers and their volumes (Kafka's and PostgreSQL's data,
+    the emptyDirs), the network, and the generated secrets."""
+    pods = podman("pod", "ps", "-q", "--filter", f"label=app.kubernetes.io/part-of={NETWORK}",
+                  capture=True).stdout.split()
+    for pod_id in pods:
+        containers = podman("ps", "-aq", "--filter", f"pod={pod_id}", capture=True).stdout.split()
+        podman("pod", "stop", "-t", "10", pod_id, check=False, capture=True)
+        if containers:
+            podman("rm", "-f", "-v", *containers, check=False, capture=True)
+        podman("pod", "rm", "-f", pod_id, check=False, capture=True)
+    volumes = podman("volume", "ls", "-q", "--filter", "name=^labflow-.*-tmp$", capture=True).stdout.split()
+    if volumes:
+        podman("volume", "rm", "-f", *volumes, check=False, capture=True)
     if podman("network", "exists", NETWORK, check=False).returncode == 0:
         podman("network", "rm", "-f", NETWORK, check=False)
     for leftover in STATE.glob("*"):
