@@ -339,12 +339,12 @@ def down() -> None:
     the emptyDirs), the network, and the generated secrets."""
     pods = podman("pod", "ps", "-q", "--filter", f"label=app.kubernetes.io/part-of={NETWORK}",
                   capture=True).stdout.split()
-    for pod_id in pods:
-        containers = podman("ps", "-aq", "--filter", f"pod={pod_id}", capture=True).stdout.split()
-        podman("pod", "stop", "-t", "10", pod_id, check=False, capture=True)
-        if containers:
-            podman("rm", "-f", "-v", *containers, check=False, capture=True)
-        podman("pod", "rm", "-f", pod_id, check=False, capture=True)
+    if pods:
+        containers = [c for pod_id in pods
+                      for c in podman("ps", "-aq", "--filter", f"pod={pod_id}", capture=True).stdout.split()]
+        podman("pod", "stop", "-t", "10", *pods, check=False, capture=True)
+        podman("rm", "-f", "-v", *containers, check=False, capture=True)
+        podman("pod", "rm", "-f", *pods, check=False, capture=True)
     volumes = podman("volume", "ls", "-q", "--filter", "name=^labflow-.*-tmp$", capture=True).stdout.split()
     if volumes:
         podman("volume", "rm", "-f", *volumes, check=False, capture=True)
@@ -376,14 +376,17 @@ def state(container: str) -> tuple[bool, str]:
     return out[0] == "true", out[1].strip()
 
 
-def kill_and_restart(container: str, ready: Any) -> None:
-    """kill -9 the container; start it again (the supervisor's job, as in the chaos suite) until `ready`."""
+def kill(container: str) -> None:
+    """kill -9 the container, then see it running again: podman's restart policy (the pod's
+    restartPolicy: Always) may restart it itself, else we start it, as the chaos suite's supervisor does."""
     _, before = state(container)
-    podman("kill", "--signal", "KILL", container)
+    podman("kill", "--signal", "KILL", container, capture=True)
     wait_until(lambda: state(container)[1] != before or not state(container)[0], 60, 0.2, f"{container} dead")
-    if not state(container)[0]:
-        podman("start", container, capture=True)
-    wait_until(ready, 180, 0.5, f"{container} back")
+    # a container still being cleaned up refuses `start` for a moment: try until it runs
+    def running_again() -> bool:
+        return state(container)[0] or podman("start", container, check=False, capture=True).returncode == 0
+
+    wait_until(running_again, 60, 0.5, f"{container} started again")
 
 
 def test(rate: float, seconds: float, seed: int) -> int:
@@ -397,6 +400,15 @@ def test(rate: float, seconds: float, seed: int) -> int:
     ours, theirs = ctx.Pipe()
     simulator = ctx.Process(target=simulator_main, args=(theirs, config), name="cluster-labs")
     simulator.start()
+    try:
+        return _drive_and_check(settings, folder, ours, simulator, seconds)
+    finally:
+        if simulator.is_alive():
+            simulator.kill()
+            simulator.join(10)
+
+
+def _drive_and_check(settings: Settings, folder: Path, ours: Any, simulator: Any, seconds: float) -> int:
     if not ours.poll(300):
         raise RuntimeError("the simulator did not plan its messages")
     ours.recv()
@@ -415,11 +427,14 @@ def test(rate: float, seconds: float, seed: int) -> int:
             ("labflow-gateway-1-gateway", lambda: readyz()["gateway-1"] == 200),
             ("labflow-worker-1-worker", lambda: readyz()["worker-1"] == 200),
         ]
-        for container, ready in victims:
+        for container, _ in victims:  # one after the other, mid-stream
             log(f"kill -9 {container}")
-            kill_and_restart(container, ready)
+            kill(container)
             kills.append(f"{container} at +{time.time() - start_at:.0f} s")
+        for container, ready in victims:
+            wait_until(ready, 300, 0.5, f"{container} back")
         fault.end = time.time()
+        log(f"every victim back after {fault.end - fault.start:.0f} s")
         fault.notes.extend(kills)
         while not ours.poll(1.0):
             if not simulator.is_alive():
