@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -352,9 +353,10 @@ def down() -> None:
         podman("volume", "rm", "-f", *volumes, check=False, capture=True)
     if podman("network", "exists", NETWORK, check=False).returncode == 0:
         podman("network", "rm", "-f", NETWORK, check=False)
-    for leftover in STATE.glob("*"):
-        leftover.unlink()
-    log("cluster down (pods, network and generated secrets removed)")
+    for leftover in STATE.glob("*"):  # a failed test's folder (ACK records) stays for the diagnosis
+        if leftover.is_file():
+            leftover.unlink()
+    log("cluster down (pods, volumes, network and generated secrets removed)")
 
 
 # --- the test -----------------------------------------------------------------------------------------
@@ -470,7 +472,11 @@ def _drive_and_check(settings: Settings, folder: Path, ours: Any, simulator: Any
     print("cluster-test summary")
     for key, value in summary.items():
         print(f"  {key}: {value}")
-    print("cluster-test: PASSED" if not problems else f"cluster-test: FAILED ({'; '.join(problems)})")
+    if problems:
+        print(f"cluster-test: FAILED ({'; '.join(problems)}); ACK records in {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        print("cluster-test: PASSED")
     return 0 if not problems else 1
 
 
