@@ -9,7 +9,8 @@ PYTEST_ARGS ?=
 DASHBOARD_VENDOR := services/dashboard/static/vendor/geo-names.json
 DOCS_VENDOR := services/gateway/static/vendor/swagger-ui-bundle.js
 
-.PHONY: install setup demo test bench chaos toxiproxy lint down helm-tools
+.PHONY: install setup demo test bench chaos toxiproxy lint down helm-tools \
+	podman-tools images lock cluster-up cluster-test cluster-down
 
 # helm and kubeconform for the chart's offline validation (tests/unit/test_helm_chart.py), built from the
 # Go module proxy into .labflow/bin once per version (cold: ≈ 5 min for helm, 10 s for kubeconform)
@@ -69,13 +70,16 @@ setup: install
 demo: setup
 	$(BIN)/labflow demo $(ARGS)
 
-test: setup helm-tools $(TOXIPROXY)
+test: $(if $(filter 1,$(LABFLOW_TEST_CONTAINERS)),install images,setup) helm-tools $(TOXIPROXY)
 	@# the dashboard's browser test drives Debian's chromium; a missing browser fails the test
 	command -v chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	@# promtool checks deploy/prometheus (tests/unit/test_deploy_configs.py)
 	command -v promtool || (apt-get update && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@# LABFLOW_TEST_CONTAINERS=1: Kafka and PostgreSQL from the local images, started by testcontainers
+	@# through podman's Docker API (a `podman system service` for this run only)
+	$(if $(filter 1,$(LABFLOW_TEST_CONTAINERS)),$(PODMAN_ENV) deploy/containers/with-podman-service.sh) \
+	  $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m load_tests $(ARGS)
@@ -85,8 +89,80 @@ chaos: install $(TOXIPROXY)
 	$(BIN)/python -m load_tests.chaos $(ARGS)
 
 lint: install
-	$(BIN)/ruff check services labflow_testkit tests load_tests
+	$(BIN)/ruff check services labflow_testkit tests load_tests deploy/cluster deploy/containers
 	$(BIN)/mypy services labflow_testkit
 
 down: install
 	$(BIN)/labflow stack down
+
+# --- containers (deploy/containers, deploy/cluster; deploy/README.md § Containers) -------------------
+# podman (Debian's, 4.3) with the project's engine settings: runc, ulimits. Nothing is set by hand.
+CONTAINERS_CONF := $(CURDIR)/deploy/containers/containers.conf
+PODMAN_ENV := CONTAINERS_CONF=$(CONTAINERS_CONF)
+PODMAN := $(PODMAN_ENV) podman
+IMAGES_CONTEXT := build/images
+BASE_IMAGE := localhost/debian:bookworm
+LABFLOW_IMAGE := localhost/labflow:0.1.0
+KAFKA_IMAGE := localhost/labflow-kafka:4.1.1
+POSTGRES_IMAGE := localhost/labflow-postgres:15
+HAPROXY_IMAGE := localhost/labflow-haproxy:2.6
+PROMETHEUS_IMAGE := localhost/labflow-prometheus:2.42
+REFERENCE_DIR ?= $(abspath $(CURDIR)/../shared/reference)
+# `podman build`: docker format (it keeps HEALTHCHECK), layer cache on
+BUILD := $(PODMAN) build --format docker --layers
+
+podman-tools:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y podman runc debootstrap)
+
+# No registry is reachable: the base image is Debian bookworm made by debootstrap from the Debian mirror.
+base-image: podman-tools
+	@$(PODMAN) image exists $(BASE_IMAGE) || { \
+	  rm -rf $(IMAGES_CONTEXT)/rootfs && mkdir -p $(IMAGES_CONTEXT) && \
+	  debootstrap --variant=minbase bookworm $(IMAGES_CONTEXT)/rootfs http://deb.debian.org/debian && \
+	  rm -rf $(IMAGES_CONTEXT)/rootfs/var/cache/apt/archives/*.deb $(IMAGES_CONTEXT)/rootfs/var/lib/apt/lists/* && \
+	  tar -C $(IMAGES_CONTEXT)/rootfs -c . | $(PODMAN) import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+	    --change 'CMD ["bash"]' - $(BASE_IMAGE) && \
+	  rm -rf $(IMAGES_CONTEXT)/rootfs; }
+
+# the locked dependency set of the image (hashes of every wheel); `make lock` after changing pyproject.toml
+lock:
+	@test -x .labflow/uv/bin/uv || ($(PYTHON) -m venv .labflow/uv && .labflow/uv/bin/pip install -q uv)
+	.labflow/uv/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --no-header -o deploy/containers/requirements.lock
+
+# the three images; a second run only copies what changed (layer cache): see deploy/README.md for figures
+images: install base-image
+	@rm -rf $(IMAGES_CONTEXT)/labflow $(IMAGES_CONTEXT)/kafka && mkdir -p $(IMAGES_CONTEXT)/labflow $(IMAGES_CONTEXT)/kafka
+	cp deploy/containers/requirements.lock deploy/containers/labflow-entry.sh deploy/containers/healthcheck.py \
+	  $(IMAGES_CONTEXT)/labflow/
+	cp -r $(REFERENCE_DIR) $(IMAGES_CONTEXT)/labflow/reference
+	$(BIN)/python -m pip download -q --require-hashes --only-binary=:all: --no-deps \
+	  -d .labflow/cache/wheels -r deploy/containers/requirements.lock
+	cp -al .labflow/cache/wheels $(IMAGES_CONTEXT)/labflow/wheels
+	tar -c --exclude=__pycache__ --exclude=node_modules services | tar -C $(IMAGES_CONTEXT)/labflow -x
+	$(BUILD) -t $(LABFLOW_IMAGE) -f deploy/containers/labflow.Containerfile $(IMAGES_CONTEXT)/labflow
+	cp -al $$($(BIN)/python -c 'from services.core.config import load_settings; \
+	  from services.stack.kafka import LocalKafka; k = LocalKafka(load_settings()); k.fetch(); print(k.libs)') \
+	  $(IMAGES_CONTEXT)/kafka/libs
+	$(BIN)/python -c 'from services.stack.kafka import LOG4J2; print(LOG4J2, end="")' > $(IMAGES_CONTEXT)/kafka/log4j2.xml
+	cp deploy/containers/kafka-entry.sh $(IMAGES_CONTEXT)/kafka/
+	$(BUILD) -t $(KAFKA_IMAGE) -f deploy/containers/kafka.Containerfile $(IMAGES_CONTEXT)/kafka
+	$(BUILD) -t $(POSTGRES_IMAGE) -f deploy/containers/postgres.Containerfile deploy/containers
+	$(BUILD) -t $(HAPROXY_IMAGE) -f deploy/containers/haproxy.Containerfile deploy/containers
+	$(BUILD) -t $(PROMETHEUS_IMAGE) -f deploy/containers/prometheus.Containerfile deploy/containers
+	@$(PODMAN) images --filter reference='localhost/labflow*' --format '{{.Repository}}:{{.Tag}} {{.Size}}'
+
+# the multi-node cluster on this machine: pods of `podman kube play`, the services rendered from the Helm
+# chart (deploy/cluster/cluster.py). cluster-test brings it up, drives traffic with kills, checks, and
+# always takes it down again; its summary goes to load_tests/results/cluster-test.json.
+CLUSTER := $(PODMAN_ENV) $(BIN)/python deploy/cluster/cluster.py
+
+cluster-up: images helm-tools
+	$(CLUSTER) up
+
+cluster-test: images helm-tools
+	@status=0; { $(CLUSTER) up && $(CLUSTER) test $(ARGS); } || status=$$?; $(CLUSTER) down; exit $$status
+
+cluster-down: install
+	$(CLUSTER) down

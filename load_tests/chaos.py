@@ -657,9 +657,9 @@ def _run_scenario(stack: ChaosStack, scenario: Scenario, options: Options, start
                 simulator.join(30)
                 _wait_recovered(services, probe, fault, options.recover_s)
                 phases["ready_again"] = time.monotonic() - started
-                drained = _drain(settings, options.drain_s)  # settings: the direct addresses
+                drained = drain_pipeline(settings, options.drain_s)  # settings: the direct addresses
                 phases["drained"] = time.monotonic() - started
-            row |= _checks(settings, stack, folder, outcome, fault, probe, drained)
+            row |= scenario_checks(settings, stack, folder, outcome, fault, probe, drained)
             phases["checked"] = time.monotonic() - started
             row["phases_s"] = {k: round(v, 1) for k, v in phases.items()}
             row |= {
@@ -732,7 +732,7 @@ def _end_offsets(settings: Settings) -> dict[int, int]:
         consumer.close()
 
 
-def _drain(settings: Settings, timeout_s: float) -> bool:
+def drain_pipeline(settings: Settings, timeout_s: float) -> bool:
     """Until the worker stored offsets at the end of every partition of the results topic (it has
     written everything) and every opened case was handed over, seen 3 times 1 s apart; False when
     that did not happen within `timeout_s` (a stuck service: the checks then say what is missing)."""
@@ -761,13 +761,16 @@ def _drain(settings: Settings, timeout_s: float) -> bool:
     return False
 
 
-def _read_records(path: Path) -> list[tuple[str, str, str, int, float, float]]:
-    """(control id, kind, code, results, sent, acked) per message, times from the simulator's t0."""
-    rows = []
+def _read_records(path: Path) -> tuple[list[tuple[str, str, str, int, float, float]], set[str]]:
+    """(control id, kind, code, results, sent, acked) per message, times from the simulator's t0; and
+    the control ids whose AE asked for the message again (ERR 207: not stored now, not a content error)."""
+    rows, send_again = [], set()
     for line in path.read_text().splitlines():
-        control_id, _lab, kind, code, results, _scheduled, sent, acked = line.split(",")
+        control_id, _lab, kind, code, results, _scheduled, sent, acked, again = line.split(",")
         rows.append((control_id, kind, code, int(results), float(sent), float(acked)))
-    return rows
+        if again == "1":
+            send_again.add(control_id)
+    return rows, send_again
 
 
 def _p99_ms(values: list[float]) -> float | None:
@@ -783,7 +786,7 @@ def _query(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(sql, params).fetchall()]
 
 
-def _checks(
+def scenario_checks(
     settings: Settings,
     stack: ChaosStack,
     folder: Path,
@@ -793,7 +796,7 @@ def _checks(
     drained: bool,
 ) -> dict[str, Any]:
     t0 = float(outcome["t0"])
-    records = _read_records(folder / "acks.csv")
+    records, send_again = _read_records(folder / "acks.csv")
     url = settings.require_database()
     codes: dict[str, int] = {}
     for _, _, code, _, _, _ in records:
@@ -821,21 +824,13 @@ def _checks(
     refused = [(c, k, code) for c, k, code, _, _, _ in records if code in ("AE", "AR")]
     content = [(c, k, code) for c, k, code in refused if k in ("invalid", "poison")]
     transient_ae = [c for c, k, code in refused if k not in ("invalid", "poison") and c not in rejected_ids]
-    # An AE for invalid content answered while Kafka could not take the rejection either (ACK during
-    # the fault, or before Kafka took writes again — the first AA after it — plus a delivery timeout)
-    # tells the lab to send again: nothing is lost, counted apart. Any other content AE/AR missing
-    # from the topic, and every AR, is a failure.
-    acked_at = {c: t0 + acked for c, _, _, _, _, acked in records}
-    first_aa_at = min(
-        (t0 + acked for _, _, code, _, sent, acked in records if code == "AA" and t0 + sent >= fault.end),
-        default=fault.end,
-    )
-    window_end = max(fault.end, first_aa_at) + settings.delivery_timeout_s + 5
-    missing = [(c, code) for c, _, code in content if c not in rejected_ids]
-    unrecorded_transient = [
-        c for c, code in missing if code == "AE" and fault.start <= acked_at[c] <= window_end
-    ]
-    not_on_topic = [c for c, _ in missing if c not in set(unrecorded_transient)]
+    # Invalid content answered while Kafka could not take its rejection either got an AE that says so
+    # (every ERR 207: send it again), not the content's ERR: nothing is lost, counted apart — read from
+    # the ACK the lab got, not guessed from when. A content AE/AR the lab was told to fix must be on
+    # the topic.
+    missing = [c for c, _, _ in content if c not in rejected_ids]
+    unrecorded_transient = [c for c in missing if c in send_again]
+    not_on_topic = [c for c in missing if c not in send_again]
     poison_accepted = sum(
         1 for _, kind, code, _, _, _ in records if kind in ("invalid", "poison") and code == "AA"
     )

@@ -254,9 +254,10 @@ async def _drive(
                     if delay > 0:
                         await asyncio.sleep(delay)
                     sent = time.perf_counter() - t0_perf
+                    send_again = False
                     try:
                         ack = await client.send(payload, config.ack_timeout_s)
-                        code = ack.code
+                        code, send_again = ack.code, ack.send_again
                     except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                         code = f"ERR:{type(exc).__name__}"
                         await client.close()
@@ -273,7 +274,7 @@ async def _drive(
                             )
                     records.write(
                         f"{control_id},{ids[message.lab]},{message.kind},{code},{message.results},"
-                        f"{t:.6f},{sent:.6f},{acked:.6f}\n"
+                        f"{t:.6f},{sent:.6f},{acked:.6f},{int(send_again)}\n"
                     )
                     if code == "AA":
                         keys.writelines(f"{s.replace(PLACEHOLDER, tag)},{c}\n" for s, c in message.keys)

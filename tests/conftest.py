@@ -1,6 +1,8 @@
 """Fixtures: Kafka and PostgreSQL are real. They come from LABFLOW_KAFKA_BOOTSTRAP and
 LABFLOW_DATABASE_URL when both are set; from testcontainers when LABFLOW_TEST_CONTAINERS=1 and a
-Docker engine answers; otherwise the local stack is started (`labflow stack up`). A missing
+Docker engine answers (`LABFLOW_TEST_CONTAINERS=1 make test`: podman's Docker API, the locally built
+Kafka and PostgreSQL images of `make images`, a clean throw-away stack); otherwise the local stack is
+started (`labflow stack up`). A missing
 service fails the run with the reason — it never skips a test.
 """
 
@@ -36,12 +38,10 @@ def _from_testcontainers() -> Iterator[Infrastructure]:
         docker.from_env().ping()
     except Exception as exc:
         pytest.fail(f"LABFLOW_TEST_CONTAINERS=1 but no Docker engine answers: {exc}", pytrace=False)
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.postgres import PostgresContainer
+    from tests.support import throwaway_containers
 
-    with KafkaContainer().with_kraft() as kafka, PostgresContainer("postgres:16") as pg:
-        url = pg.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
-        yield Infrastructure(kafka.get_bootstrap_server(), url)
+    with throwaway_containers() as (kafka_bootstrap, database_url):
+        yield Infrastructure(kafka_bootstrap, database_url)
 
 
 @pytest.fixture(scope="session")

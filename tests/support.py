@@ -4,6 +4,9 @@ tests (isolated databases and topics, services as processes, canonical results) 
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+import socket
 import ssl
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -12,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from labflow_testkit.infrastructure import with_database
-from labflow_testkit.processes import wait_until
+from labflow_testkit.processes import free_port, port_open, wait_until
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.model import LabResult, Transport
@@ -34,6 +37,80 @@ def database_refusing_connections(settings: Settings) -> Iterator[None]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+
+
+def free_port_in(variable: str) -> int:
+    """A free port from the range `lo-hi` in the environment variable (developers sharing the machine
+    keep to their own block), else any free port."""
+    import random
+
+    span = os.environ.get(variable, "")
+    if not span:
+        return free_port()
+    lo, hi = (int(part) for part in span.split("-", 1))
+    for port in random.sample(range(lo, hi + 1), k=hi - lo + 1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if not port_open(port):
+            return port
+    raise RuntimeError(f"no free port in {variable}={span}")
+
+
+KAFKA_IMAGE = "localhost/labflow-kafka:4.1.1"
+POSTGRES_IMAGE = "localhost/labflow-postgres:15"
+
+
+@contextmanager
+def throwaway_containers(timeout_s: float = 180.0) -> Iterator[tuple[str, str]]:
+    """A one-node Kafka and a PostgreSQL in containers of the images `make images` builds
+    (deploy/containers), started by testcontainers and removed afterwards: (bootstrap, owner URL).
+
+    The broker listens inside its container on the very port published on the host, so the address it
+    advertises is right for the host's clients; ports come from LABFLOW_TEST_CONTAINER_PORTS (`lo-hi`).
+    Ready is when the broker answers a metadata request and PostgreSQL a query (no log scraping).
+    """
+    from testcontainers.core.container import DockerContainer
+
+    from services.core.kafka import broker_answers
+
+    kafka_port = free_port_in("LABFLOW_TEST_CONTAINER_PORTS")
+    postgres_port = free_port_in("LABFLOW_TEST_CONTAINER_PORTS")
+    while postgres_port == kafka_port:
+        postgres_port = free_port_in("LABFLOW_TEST_CONTAINER_PORTS")
+    password = secrets.token_hex(16)
+    kafka = (
+        DockerContainer(KAFKA_IMAGE)
+        .with_env("KAFKA_CLIENT_PORT", str(kafka_port))
+        .with_env("KAFKA_ADVERTISED_HOST", "127.0.0.1")
+        .with_env("KAFKA_HEAP", "512m")
+        .with_bind_ports(kafka_port, kafka_port)
+    )
+    postgres = (
+        DockerContainer(POSTGRES_IMAGE)
+        .with_env("POSTGRES_USER", "labflow")
+        .with_env("POSTGRES_PASSWORD", password)
+        .with_env("POSTGRES_DB", "labflow")
+        .with_bind_ports(5432, postgres_port)
+    )
+    url = f"postgresql://labflow:{password}@127.0.0.1:{postgres_port}/labflow"
+
+    def database_answers() -> bool:
+        try:
+            with psycopg.connect(url, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    with kafka, postgres:
+        bootstrap = f"127.0.0.1:{kafka_port}"
+        wait_until(lambda: broker_answers(bootstrap), timeout_s, 0.5, f"the Kafka container on {bootstrap}")
+        wait_until(database_answers, timeout_s, 0.5, f"the PostgreSQL container on port {postgres_port}")
+        yield bootstrap, url
+
 
 
 def produce_results(settings: Settings, results: Iterable[LabResult]) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 from dataclasses import dataclass
 
 START, END = b"\x0b", b"\x1c\x0d"
+# a CE/CWE of table 0357 in an ERR segment: code, then its text, then the table id (any separator)
+_ERROR_CODE = re.compile(r"(\d{3})[\^&][^|\^&]*[\^&]HL70357")
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +19,18 @@ class Ack:
     control_id: str  # MSA-2
     errors: list[str]  # ERR segments as received
     raw: bytes
+
+    @property
+    def error_codes(self) -> list[str]:
+        """The HL7 table 0357 code of each ERR (ERR-3 in 2.5/2.5.1, ERR-1's CE in 2.3.1)."""
+        return [m.group(1) for e in self.errors if (m := _ERROR_CODE.search(e))]
+
+    @property
+    def send_again(self) -> bool:
+        """An AE that asks for the same message again (every ERR is 207, application internal error:
+        the platform could not store it now), as opposed to content the lab must fix."""
+        codes = self.error_codes
+        return self.code == "AE" and bool(codes) and all(c == "207" for c in codes)
 
     @classmethod
     def parse(cls, raw: bytes) -> Ack:

@@ -129,3 +129,19 @@ def test_ack_wanted(accept: str, application: str, code: str, wanted: bool) -> N
     header = normalize_header(f"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|1|P|2.5.1|||{accept}|{application}")
     assert ack_wanted(header, code) is wanted
     assert ack_wanted(None, code) is True
+
+
+@pytest.mark.parametrize("fixture", ["ok_v251.hl7", "ok_v231.hl7"])
+def test_a_lab_tells_send_again_from_fix_it_in_both_err_layouts(fixture: str) -> None:
+    """What the simulator (a LIS) reads from an ACK: a 207-only AE asks for the same message again,
+    a content AE is to be fixed — in the 2.5 (ERR-3) and the 2.3.1 (ERR-1) layouts alike."""
+    from services.gateway.intake import TRANSIENT
+    from services.simulator.client import Ack
+
+    header = normalized(fixture).header
+    content = Issue("OBX", 1, 3, 1, "103", "E", "OBX-3: unknown LOINC code 12345-6")
+    again = Ack.parse(build_ack(header, "AE", [TRANSIENT], now=NOW, control_id="A"))
+    fix = Ack.parse(build_ack(header, "AE", [content, TRANSIENT], now=NOW, control_id="A"))
+    assert (again.error_codes, again.send_again) == (["207"], True)
+    assert (fix.error_codes, fix.send_again) == (["103", "207"], False)
+    assert not Ack.parse(ack_for(fixture)).send_again  # AA
