@@ -22,7 +22,7 @@ from services.core.config import Topics
 from services.core.domain.limits import FINESS_MAX, POSTAL_CODE_MAX, TEXT_MAX
 from services.core.domain.model import Transport
 from services.core.domain.rejection import Rejection
-from services.gateway.csv_intake import CsvError, CsvRow, build_oru, parse_csv
+from services.gateway.csv_intake import CsvError, CsvRow, parse_csv
 from services.gateway.fhir import read_bundle
 from services.gateway.hl7.ack import build_ack
 from services.gateway.hl7.normalize import Normalized, normalize_oru
@@ -32,6 +32,7 @@ from services.gateway.identity import IdentityProtector
 from services.gateway.intake import Intake
 from services.gateway.labs import Lab, LabRegistry, hash_token, new_token
 from services.gateway.publish import Record
+from services.gateway.result_drafts import header_for, normalize_rows
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 NOW = datetime(2024, 1, 16, tzinfo=UTC)
@@ -237,16 +238,15 @@ def fhir(edit_bundle: Any) -> tuple[Normalized, list[tuple[str, str]]]:
     bundle = json.loads((FIXTURES / "fhir" / "ok_two_observations.json").read_text())
     edit_bundle(bundle)
     content = read_bundle(json.loads(json.dumps(bundle)))
-    converted = build_oru("LAB-HTTP", "2A0000018", content.control_id, content.rows, sent_at=NOW)
-    normalized = normalize_oru(
-        converted.er7,
+    normalized, rows = normalize_rows(
+        content.rows,
+        header_for("LAB-HTTP", "2A0000018", content.control_id),
         received_at=NOW,
         transport=Transport.HTTP_FHIR,
         protector=PROTECTOR,
         now=NOW,
-        authenticated_lab="LAB-HTTP",
     )
-    return normalized, [(converted.locate(i), i.code) for i in normalized.issues]
+    return normalized, [(rows.locate(i), i.code) for i in normalized.issues]
 
 
 def _resource(bundle: Any, index: int) -> Any:
@@ -311,16 +311,15 @@ def csv_row(row: bytes) -> tuple[Normalized, list[tuple[str, str]]]:
 
 
 def csv_normalize(row: CsvRow) -> tuple[Normalized, list[tuple[str, str]]]:
-    converted = build_oru("LAB-CSV", None, f"C{row.number}", [row.row], sent_at=NOW, issues=row.issues)
-    normalized = normalize_oru(
-        converted.er7,
+    normalized, content = normalize_rows(
+        [row.row],
+        header_for("LAB-CSV", None, f"C{row.number}"),
         received_at=NOW,
         transport=Transport.HTTP_CSV,
         protector=PROTECTOR,
         now=NOW,
-        authenticated_lab="LAB-CSV",
     )
-    return normalized, [(converted.locate(i), i.code) for i in normalized.issues]
+    return normalized, [(content.locate(i), i.code) for i in normalized.issues]
 
 
 @pytest.mark.parametrize(
