@@ -54,7 +54,8 @@ class ObservationDraft:
     value: str
     """OBX-5.1."""
     alternates: tuple[str, ...]
-    """A coded value's text, alternate code and alternate text (OBX-5.2, 5.4, 5.5); () for text."""
+    """A coded value's text, alternate code and alternate text (OBX-5.2, 5.4, 5.5); () for text. A
+    reader may leave out what the checks would not read (all but the text when OBX-5.1 is an outcome)."""
     value_sent: bool
     """OBX-5 is not empty."""
     observed_at: str

@@ -67,6 +67,8 @@ class Reason(BaseModel):
     """HL7 table 0357."""
     severity: str
     text: str
+    hint: str | None = None
+    """How the lab fixes it, from the issue catalogue (`docs/errors.md`), when there is one."""
 
 
 class Item(BaseModel):
@@ -128,6 +130,7 @@ class Answered:
             code=issue.code,
             severity=issue.severity,
             text=issue.text,
+            hint=issue.hint or None,
         )
 
     def item(self) -> Item:

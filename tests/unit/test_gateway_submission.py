@@ -16,6 +16,8 @@ from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from services.core.config import Topics
+from services.gateway import issue_catalogue as catalogue
+from services.gateway.fhir_outcome import operation_outcome
 from services.gateway.hl7 import normalize as normalize_module
 from services.gateway.identity import IdentityProtector
 from services.gateway.intake import Intake
@@ -129,6 +131,19 @@ def test_fhir_and_csv_items_are_located_in_their_own_terms() -> None:
     codes = [(ref, code) for ref, code, _ in answers(csv)]
     assert codes == [("row 1", "AA"), ("row 2", "AA"), ("row 3", "AE")]
     assert ("row 3, column ins", "102") in answers(csv)[2][2]
+
+
+def test_each_reason_carries_the_catalogue_hint_also_in_the_fhir_operation_outcome() -> None:
+    submission = asyncio.run(handle_fhir(intake(FakePublisher()), LAB, BAD_FHIR))
+    reasons = submission.response().items[0].reasons
+    ins = next(r for r in reasons if r.location == "Bundle.entry[0].resource.identifier")
+    assert ins.hint == catalogue.INS_INVALID.hint
+    outcome = operation_outcome(submission.response().model_dump(mode="json"), 200)
+    (issue,) = [i for i in outcome["issue"] if i.get("expression") == [ins.location]]
+    assert issue["diagnostics"] == catalogue.INS_INVALID.hint
+    # an issue the catalogue has no hint for has none
+    refused = asyncio.run(handle_fhir(intake(FakePublisher()), LAB, b"{not json"))
+    assert refused.response().items[0].reasons[0].hint is None
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,10 @@ whatever their order (2.5.1 puts SPM after the OBXs: the SPM applies to the whol
 is collected first and turned into results when the next ORC/OBR/PID or the end comes). PV1, NTE and
 Z-segments are ignored here (they stay in the raw message).
 
-Module layout (issue #13): this module holds the message walk (segments → patient and order groups)
-and the order checks that build `LabResult`s; the header and its rejections are in `header`, PID in
+Module layout (issue #13): this module holds the message walk (segments → patient and order drafts,
+`services.gateway.drafts`) and the order checks that build `LabResult`s, which FHIR and CSV content
+goes through too (`normalize_drafts`, fed by `services.gateway.result_drafts`): one set of checks for
+every format, each issue at its HL7 position. The header and its rejections are in `header`, PID in
 `patient`, OBX in `observation`, DTM in `datatypes`, the LOINC/SNOMED tables in
 `services.core.domain.terminology`, and every issue's code, severity and hint in
 `services.gateway.issue_catalogue`. An HL7 timestamp without an offset is read in the sending lab's
@@ -34,6 +36,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from services.core.domain.geography import PARIS, age_class
 from services.core.domain.model import LabResult, Transport, make_result_id
+from services.core.domain.terminology import ASK_AT_ORDER_ENTRY_LOINC
 from services.core.reference import load_reference
 from services.gateway import issue_catalogue as catalogue
 from services.gateway.drafts import ObservationDraft, OrderDraft, PatientDraft
@@ -43,7 +46,7 @@ from services.gateway.hl7.datatypes import read_dtm
 from services.gateway.hl7.header import MessageHeader as MessageHeader
 from services.gateway.hl7.header import normalize_header as normalize_header
 from services.gateway.hl7.header import read_header, rejection
-from services.gateway.hl7.observation import Observation, check_observation, is_question, observation_draft
+from services.gateway.hl7.observation import Observation, check_observation, observation_draft
 from services.gateway.hl7.parse import ParseError, Segment, parse_message
 from services.gateway.hl7.patient import Patient, check_patient, patient_draft
 from services.gateway.identity import IdentityProtector
@@ -308,7 +311,7 @@ class _Normalizer:
 
     def observation(self, draft: ObservationDraft) -> Observation | None:
         """The validated content of one result observation; None for a question or an invalid one."""
-        if is_question(draft):
+        if draft.question or draft.loinc in ASK_AT_ORDER_ENTRY_LOINC:  # ask-at-order-entry: not a result
             self.non_results += 1
             return None
         self.result_observations += 1

@@ -5,6 +5,9 @@ SNOMED CT code or a local text (`services.core.domain.terminology`), read from O
 coded value, from its text, alternate code and alternate text. A cancelled or deleted result (X, D, W)
 may carry no value: its outcome is recorded as invalid and never counted. Ask-at-order-entry questions
 are not observations of a result (the caller counts them apart); their codes are in the terminology.
+
+`observation_draft` reads an OBX into the source-neutral `ObservationDraft`; `check_observation` is the
+one set of checks every format's observations go through (FHIR and CSV fill the draft themselves).
 """
 
 from __future__ import annotations
@@ -12,12 +15,7 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 
 from services.core.domain.model import Outcome, ResultStatus, TestKind
-from services.core.domain.terminology import (
-    ASK_AT_ORDER_ENTRY_LOINC,
-    LOINC_KINDS,
-    RESULT_STATUSES,
-    outcome_from_value,
-)
+from services.core.domain.terminology import LOINC_KINDS, RESULT_STATUSES, outcome_from_value
 from services.gateway import issue_catalogue as catalogue
 from services.gateway.drafts import ObservationDraft
 from services.gateway.hl7.datatypes import read_dtm
@@ -40,24 +38,23 @@ def observation_code(obx: Segment) -> str:
 
 def observation_draft(obx: Segment, seq: int) -> ObservationDraft:
     """What one OBX says, unchecked."""
-    loinc = observation_code(obx)
-    coded = obx.field(2) in _CODED_TYPES
+    first = obx.component(5, 1)
+    alternates: tuple[str, ...] = ()
+    # a coded value's other components are read only when OBX-5.1 is not an outcome itself: the checks
+    # would not look at them (the hot path of every message)
+    if obx.field(2) in _CODED_TYPES and (not first or outcome_from_value(first) is None):
+        alternates = (obx.component(5, 2), obx.component(5, 4), obx.component(5, 5))
     return ObservationDraft(
         seq,
-        loinc,
+        observation_code(obx),
         obx.field(29) == "QST",
         obx.field(11),
-        obx.component(5, 1),
-        (obx.component(5, 2), obx.component(5, 4), obx.component(5, 5)) if coded else (),
+        first,
+        alternates,
         bool(obx.raw(5)),
         obx.subcomponent(14, 1, 1),
         obx.component(23, 10) or obx.component(23, 1) or obx.component(15, 1) or None,
     )
-
-
-def is_question(draft: ObservationDraft) -> bool:
-    """An ask-at-order-entry answer (OBX-29 QST, or its LOINC code): not a result."""
-    return draft.question or draft.loinc in ASK_AT_ORDER_ENTRY_LOINC
 
 
 def check_observation(draft: ObservationDraft, zone: tzinfo, issues: list[Issue]) -> Observation | None:

@@ -8,6 +8,9 @@ filled by the normalizer when the first result of the patient is built: a patien
 result costs no sealing). Residence is the first non-birth address (PID-11, type BDL is the birth
 place); only a French postal code gives a department.
 
+`patient_draft` reads a PID into the source-neutral `PatientDraft`; `check_patient` is the one set of
+checks every format's patients go through (FHIR and CSV fill the draft themselves).
+
 Issue texts never contain the name, INS, address, phone or birth date.
 """
 
