@@ -343,6 +343,22 @@ def test_a_csv_cell_the_store_cannot_carry_is_located_by_row_and_column(
     assert reasons == [(f"row 1, column {column}", "102")]
 
 
+def test_fhir_and_csv_values_are_measured_as_the_lab_sent_them() -> None:
+    """Not in an ER7 rendering of them (as before issue #13): `&` is one character, not `\\T\\`."""
+    normalized, _ = csv_row(CSV_ROW.replace(b"S-1", b"&" * TEXT_MAX))
+    assert normalized.ack_code == "AA", normalized.issues
+    normalized, reasons = csv_row(CSV_ROW.replace(b"DUPONT", b"D&U^P\x07ONT"))
+    assert reasons == [("row 1, column birth_name", "102")]
+    assert [i.text for i in normalized.issues] == [
+        "PID-5.1: control character U+0007 (BEL) at character 6 is not allowed"
+    ]
+    long_id = "|" * (TEXT_MAX + 1)
+    normalized, reasons = fhir(lambda b: _resource(b, 1)["accessionIdentifier"].update(value=long_id))
+    assert reasons == [("Bundle.entry[1].resource.accessionIdentifier", "102")]
+    (issue,) = normalized.issues
+    assert issue.text == "SPM-2.1: 200 characters, more than the 199 LabFlow stores"
+
+
 def test_a_csv_byte_that_is_not_utf_8_is_named_with_its_row_and_column() -> None:
     with pytest.raises(CsvError, match=r"not UTF-8: byte 0xC9 at row 2, column birth_name \(character 3\)"):
         parse_csv(CSV_HEADER + CSV_ROW + CSV_ROW.replace(b"DUPONT", "DUÉPONT".encode("latin-1")))
