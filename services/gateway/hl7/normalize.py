@@ -130,6 +130,8 @@ class _Normalizer:
         self.transport = transport
         self.protector = protector
         self.now = now
+        self.latest = now + CLOCK_SKEW
+        """What is later than this is in the future."""
         self.today = now.astimezone(PARIS).date()
         self.department_region = department_region
         self.zone = lab_time_zone
@@ -151,9 +153,6 @@ class _Normalizer:
             self.issues.append(catalogue.NO_RESULT.at("OBX", 1, None, None, "message has no result (OBX)"))
         return Normalized(self.header, self.results, self.non_results, self.issues)
 
-    def time(self, value: str, segment: str, sequence: int, fld: int) -> datetime | None:
-        return read_dtm(value, segment, sequence, fld, self.zone, self.issues)
-
     def patient(self, draft: PatientDraft) -> Patient:
         return check_patient(
             draft,
@@ -165,41 +164,40 @@ class _Normalizer:
 
     def run(self, segments: list[Segment]) -> None:
         """The HL7 walk: segments → patients and order groups, each checked as it ends."""
-        counts: dict[str, int] = {}
+        obx = obr = spm = pid = 0  # occurrences so far: only these segments' are ever reported
         patient: Patient | None = None
         group: _Group | None = None
         for segment in segments:
             name = segment.name
-            sequence = counts[name] = counts.get(name, 0) + 1
             if name == "OBX":
+                obx += 1
                 if group is None:
                     self.issues.append(
-                        catalogue.OBX_WITHOUT_OBR.at(
-                            name, sequence, None, None, "OBX without a preceding OBR"
-                        )
+                        catalogue.OBX_WITHOUT_OBR.at(name, obx, None, None, "OBX without a preceding OBR")
                     )
                 else:
-                    group.observations.append((segment, sequence))
+                    group.observations.append((segment, obx))
             elif name == "OBR":
+                obr += 1
                 if group is not None:
                     self.order(group.patient, group.draft())
                 if patient is None:
                     group = None
                     self.issues.append(
-                        catalogue.OBR_WITHOUT_PID.at(
-                            name, sequence, None, None, "OBR without a preceding PID"
-                        )
+                        catalogue.OBR_WITHOUT_PID.at(name, obr, None, None, "OBR without a preceding PID")
                     )
                 else:
-                    group = _Group(patient, segment, sequence)
+                    group = _Group(patient, segment, obr)
             elif name == "SPM":
+                spm += 1
                 if group is not None and group.specimen is None:
-                    group.specimen = (segment, sequence)
+                    group.specimen = (segment, spm)
             elif name == "PID":
+                pid += 1
                 if group is not None:
                     self.order(group.patient, group.draft())
                     group = None
-                patient = self.patient(patient_draft(segment, sequence))
+                patient = self.patient(patient_draft(segment, pid))
             elif name == "ORC" and group is not None:
                 self.order(group.patient, group.draft())
                 group = None
@@ -211,13 +209,14 @@ class _Normalizer:
         obr_seq, spm_seq = draft.sequence, draft.specimen_sequence
         collected_at: datetime | None = None
         where, location = "OBR-7", ("OBR", obr_seq, 7)
+        zone, issues = self.zone, self.issues
         if spm_seq is not None:
-            collected_at = self.time(draft.specimen_collected_at, "SPM", spm_seq, 17)
+            collected_at = read_dtm(draft.specimen_collected_at, "SPM", spm_seq, 17, zone, issues)
             if collected_at is not None:
                 where, location = "SPM-17", ("SPM", spm_seq, 17)
         if collected_at is None:
-            collected_at = self.time(draft.collected_at, "OBR", obr_seq, 7)
-        result_at = self.time(draft.result_at, "OBR", obr_seq, 22)
+            collected_at = read_dtm(draft.collected_at, "OBR", obr_seq, 7, zone, issues)
+        result_at = read_dtm(draft.result_at, "OBR", obr_seq, 22, zone, issues)
 
         valid_group = True
         if collected_at is None:
@@ -229,7 +228,7 @@ class _Normalizer:
                     )
                 )
         else:
-            if collected_at > self.now + CLOCK_SKEW:
+            if collected_at > self.latest:
                 valid_group = False
                 self.issues.append(
                     catalogue.COLLECTION_TIME_IN_FUTURE.at(
@@ -245,7 +244,7 @@ class _Normalizer:
                         f"{where}: specimen collection time is after the result time (OBR-22)",
                     )
                 )
-        if result_at is not None and result_at > self.now + CLOCK_SKEW:
+        if result_at is not None and result_at > self.latest:
             valid_group = False
             self.issues.append(
                 catalogue.RESULT_TIME_IN_FUTURE.at(

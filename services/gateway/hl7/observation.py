@@ -42,13 +42,13 @@ def observation_draft(obx: Segment, seq: int) -> ObservationDraft:
     alternates: tuple[str, ...] = ()
     # a coded value's other components are read only when OBX-5.1 is not an outcome itself: the checks
     # would not look at them (the hot path of every message)
-    if obx.field(2) in _CODED_TYPES and (not first or outcome_from_value(first) is None):
+    if obx.component(2, 1) in _CODED_TYPES and (not first or outcome_from_value(first) is None):
         alternates = (obx.component(5, 2), obx.component(5, 4), obx.component(5, 5))
     return ObservationDraft(
         seq,
         observation_code(obx),
-        obx.field(29) == "QST",
-        obx.field(11),
+        obx.component(29, 1) == "QST",
+        obx.component(11, 1),
         first,
         alternates,
         bool(obx.raw(5)),

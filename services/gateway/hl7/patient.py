@@ -65,8 +65,8 @@ def patient_draft(pid: Segment, seq: int) -> PatientDraft:
             lab_patient_id = pid.component(3, 1, rep) or None
 
     name_rep = 0
-    names = pid.repetitions(5)
-    for rep in range(len(names)):
+    names = len(pid.repetitions(5))
+    for rep in range(names if names > 1 else 0):  # the legal name (type L), else the first
         if pid.component(5, 7, rep) == "L":
             name_rep = rep
             break
@@ -76,7 +76,7 @@ def patient_draft(pid: Segment, seq: int) -> PatientDraft:
     postal_code = None
     country = ""
     address: dict[str, str] | None = None
-    birth_place = pid.field(23) or None
+    birth_place = pid.component(23, 1) or None
     for rep in range(len(pid.repetitions(11))):
         if pid.component(11, 7, rep) == "BDL":
             birth_place = birth_place or pid.component(11, 9, rep) or pid.component(11, 3, rep) or None
@@ -108,8 +108,8 @@ def patient_draft(pid: Segment, seq: int) -> PatientDraft:
         lab_patient_id,
         birth_name,
         given_names,
-        pid.field(7),
-        pid.field(8).upper(),
+        pid.component(7, 1),
+        pid.component(8, 1).upper(),
         postal_code,
         country,
         address,
