@@ -27,7 +27,7 @@ from services.core.domain.model import Transport
 from services.core.domain.terminology import INS_NIR_OID
 from services.gateway import issue_catalogue as catalogue
 from services.gateway.drafts import ObservationDraft, OrderDraft, PatientDraft
-from services.gateway.hl7.content import Value, clean, screen_values
+from services.gateway.hl7.content import READ_FIELDS, Value, clean, screen_values
 from services.gateway.hl7.header import MessageHeader
 from services.gateway.hl7.normalize import Normalized, normalize_drafts
 from services.gateway.identity import IdentityProtector
@@ -173,15 +173,10 @@ class RowContent:
     def value(
         self, segment: str, sequence: int, fld: int, text: str, rep: int = 1, component: int = 1
     ) -> None:
+        """A value the lab sent (not "" for not sent), at its HL7 position, for the content screen."""
         if text:
-            stored = (segment, fld) in _STORED
+            stored = fld in READ_FIELDS.get(segment, ())
             self.values.append(Value(segment, sequence, fld, rep, component, text, stored))
-
-
-_STORED = frozenset(
-    {("PID", 3), ("PID", 5), ("PID", 11), ("PID", 13), ("PID", 23), ("OBX", 23), ("SPM", 2), ("SPM", 4)}
-)
-"""Positions of values that reach the result or the sealed identity (`hl7.content.READ_FIELDS`)."""
 
 
 def _patient(content: RowContent, sequence: int, row: ResultRow) -> PatientDraft:
@@ -309,7 +304,7 @@ def normalize_rows(
 ) -> tuple[Normalized, RowContent]:
     """Rows read from a FHIR Bundle or a CSV row, checked as HL7 messages are; and where they are."""
     content = read_rows(rows)
-    control_id = Value("MSH", 1, 10, 1, 1, header.control_id, True)
+    control_id = Value("MSH", 1, 10, 1, 1, header.control_id, stored=True)
     findings = screen_values([control_id, *content.values])
     if findings:
         # what the store cannot carry (services.gateway.hl7.content): nothing else is worth reading
