@@ -121,19 +121,21 @@ class _Normalizer:
         received_at: datetime,
         transport: Transport,
         protector: IdentityProtector,
-        now: datetime,
-        department_region: Mapping[str, str],
+        now: datetime | None,
+        department_region: Mapping[str, str] | None,
         lab_time_zone: tzinfo,
     ) -> None:
         self.header = header
         self.received_at = received_at
         self.transport = transport
         self.protector = protector
-        self.now = now
+        now = now or datetime.now(UTC)
         self.latest = now + CLOCK_SKEW
         """What is later than this is in the future."""
         self.today = now.astimezone(PARIS).date()
-        self.department_region = department_region
+        self.department_region = (
+            department_region if department_region is not None else load_reference().department_region
+        )
         self.zone = lab_time_zone
         self.issues: list[Issue] = []
         self.results: list[LabResult] = []
@@ -360,13 +362,7 @@ def normalize_oru(
         return Normalized(header, issues=issues)
 
     normalizer = _Normalizer(
-        header,
-        received_at,
-        transport,
-        protector,
-        now or datetime.now(UTC),
-        department_region if department_region is not None else load_reference().department_region,
-        lab_time_zone,
+        header, received_at, transport, protector, now, department_region, lab_time_zone
     )
     normalizer.run(message.segments[1:])
     return normalizer.normalized()
@@ -386,13 +382,7 @@ def normalize_drafts(
     """Validate and normalize content read from another format (FHIR, CSV): each patient with its
     orders, by the checks HL7 messages go through, in the same order."""
     normalizer = _Normalizer(
-        header,
-        received_at,
-        transport,
-        protector,
-        now or datetime.now(UTC),
-        department_region if department_region is not None else load_reference().department_region,
-        lab_time_zone,
+        header, received_at, transport, protector, now, department_region, lab_time_zone
     )
     for draft, orders in patients:
         patient = normalizer.patient(draft)
