@@ -83,7 +83,7 @@ class _Group:
     patient: Patient
     obr: Segment
     obr_sequence: int
-    observations: list[tuple[Segment, int]] = field(default_factory=list)
+    observations: list[ObservationDraft] = field(default_factory=list)
     specimen: tuple[Segment, int] | None = None
 
     def draft(self) -> OrderDraft:
@@ -108,7 +108,7 @@ class _Group:
             specimen_collected_at,
             obr.subcomponent(7, 1, 1),
             obr.subcomponent(22, 1, 1),
-            [observation_draft(obx, seq) for obx, seq in self.observations],
+            self.observations,
         )
 
 
@@ -178,7 +178,7 @@ class _Normalizer:
                         catalogue.OBX_WITHOUT_OBR.at(name, obx, None, None, "OBX without a preceding OBR")
                     )
                 else:
-                    group.observations.append((segment, obx))
+                    group.observations.append(observation_draft(segment, obx))
             elif name == "OBR":
                 obr += 1
                 if group is not None:
