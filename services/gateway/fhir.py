@@ -1,10 +1,10 @@
 """FHIR R4 Bundle (Patient, Specimen, Observation, DiagnosticReport) → result rows (pure).
 
-Each Observation listed in a DiagnosticReport's `result` is one `ResultRow` (see `csv_intake`): its
+Each Observation listed in a DiagnosticReport's `result` is one `ResultRow` (see `result_drafts`): its
 patient is the report's `subject`, its specimen the report's first `specimen` (else the Observation's),
 the collection time the Specimen's `collection.collectedDateTime` (else the report's
 `effectiveDateTime`), the result time the report's `issued`. Rows keep the FHIR path of every value so
-the normalizer's reasons are located in FHIR terms. Reading is total: any JSON gives rows and
+the reasons of the checks are located in FHIR terms. Reading is total: any JSON gives rows and
 issues, never an exception, except `FhirError` when the document is not a Bundle at all.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 from services.core.domain.terminology import INS_NIR_OID, INS_OIDS
 from services.gateway import issue_catalogue as catalogue
-from services.gateway.csv_intake import ResultRow
 from services.gateway.issues import Issue, IssueKind
+from services.gateway.result_drafts import ResultRow
 
 LOINC_SYSTEM = "http://loinc.org"
 SNOMED_SYSTEM = "http://snomed.info/sct"

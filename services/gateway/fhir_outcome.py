@@ -3,7 +3,8 @@
 A FHIR client asks for it with `Accept: application/fhir+json`; others keep LabFlow's JSON answer
 (the same for every format). Each reason becomes an issue whose `expression` is the FHIRPath of the
 element at fault (`Bundle.entry[2].resource.valueCodeableConcept`), whose `details` carry the HL7
-table 0357 code labs already act on, and whose `code` is the nearest FHIR issue type. Pure: no I/O.
+table 0357 code labs already act on, whose `diagnostics` is the hint to fix it (the issue
+catalogue's, when there is one), and whose `code` is the nearest FHIR issue type. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def operation_outcome(answer: dict[str, Any], status: int) -> dict[str, Any]:
             }
             if reason.get("location"):
                 issue["expression"] = [reason["location"]]
+            if reason.get("hint"):
+                issue["diagnostics"] = reason["hint"]
             issues.append(issue)
         if item["status"] == "accepted":
             ids = ", ".join(item["result_ids"]) or "none"

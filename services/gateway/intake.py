@@ -27,7 +27,7 @@ import base64
 import hashlib
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 
@@ -47,6 +47,7 @@ from services.gateway.hl7.normalize import (
 from services.gateway.identity import IdentityProtector
 from services.gateway.labs import REGISTRY_UNAVAILABLE, LabRegistry, RegistryUnavailable
 from services.gateway.publish import DeliveryFailed, NotPublishing, Publisher, Record, RecordTooLarge
+from services.gateway.result_drafts import ResultRow, RowContent, normalize_rows
 
 log = get_logger(__name__)
 
@@ -138,6 +139,20 @@ class Intake:
             authenticated_lab=authenticated_lab,
             department_region=self.department_region,
             lab_time_zone=self.lab_time_zone,
+        )
+
+    def normalize_rows(
+        self, rows: Sequence[ResultRow], header: MessageHeader, transport: Transport, received_at: datetime
+    ) -> tuple[Normalized, RowContent]:
+        """FHIR or CSV result rows as this gateway reads them, by the checks HL7 goes through."""
+        return normalize_rows(
+            rows,
+            header,
+            received_at=received_at,
+            transport=transport,
+            protector=self.protector,
+            department_region=self.department_region,
+            lab_time_zone=self.lab_time_zone(header.sending_facility),
         )
 
     async def receive_hl7(

@@ -13,7 +13,8 @@ Policy (SPEC §4, §8):
 The HTTP routes only read the request, call these and write the answer; validation (SPEC §8.1)
 calls the same functions with `Intake.without_publishing()`, so it answers exactly what intake would.
 FHIR and CSV content becomes `Normalized` in one function each (`fhir_normalized`,
-`csv_row_normalized`); HL7 messages are parsed once, by the intake.
+`csv_row_normalized`): read straight into the drafts HL7 is checked as (`result_drafts`), by the same
+checks, with no HL7 text in between; HL7 messages are parsed once, by the intake.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from services.core.domain.model import Transport
-from services.gateway.csv_intake import CsvError, CsvRow, NoRows, build_oru, parse_csv
+from services.gateway.csv_intake import CsvError, CsvRow, NoRows, parse_csv
 from services.gateway.fhir import BundleContent, FhirError, read_bundle
 from services.gateway.hl7.batch import split_batch
 from services.gateway.hl7.normalize import (
@@ -37,10 +38,10 @@ from services.gateway.hl7.normalize import (
     DATA_TYPE_ERROR,
     Issue,
     Normalized,
-    normalize_header,
 )
 from services.gateway.intake import Intake, IntakeOutcome
 from services.gateway.labs import Lab
+from services.gateway.result_drafts import header_for
 from services.gateway.sender import claims_other_lab, not_this_lab
 
 CHUNK = 200
@@ -66,6 +67,8 @@ class Reason(BaseModel):
     """HL7 table 0357."""
     severity: str
     text: str
+    hint: str | None = None
+    """How the lab fixes it, from the issue catalogue (`docs/errors.md`), when there is one."""
 
 
 class Item(BaseModel):
@@ -127,6 +130,7 @@ class Answered:
             code=issue.code,
             severity=issue.severity,
             text=issue.text,
+            hint=issue.hint or None,
         )
 
     def item(self) -> Item:
@@ -229,37 +233,23 @@ async def handle_hl7(intake: Intake, lab: Lab, body: bytes) -> Submission:
     return submission
 
 
-def _normalized(
-    intake: Intake, lab: Lab, er7: bytes, transport: Transport, received_at: datetime, issues: list[Issue]
-) -> Normalized:
-    normalized = intake.normalize(er7, transport, received_at, lab.lab_id)
-    return Normalized(
-        normalized.header, normalized.results, normalized.non_results, [*issues, *normalized.issues]
-    )
-
-
 def fhir_normalized(
     intake: Intake, lab: Lab, content: BundleContent, submission: Submission, refusals: list[Issue]
 ) -> tuple[Normalized, Locate]:
     """A Bundle's results as the intake reads them, and where each issue is in the Bundle."""
-    converted = build_oru(
-        lab.lab_id,
-        lab.finess,
-        content.control_id or submission.id,
-        content.rows,
-        sent_at=submission.received_at,
-        issues=content.issues,
+    header = header_for(lab.lab_id, lab.finess, content.control_id or submission.id)
+    normalized, rows = intake.normalize_rows(
+        content.rows, header, submission.transport, submission.received_at
     )
-    issues = [*refusals, *(i for i, _ in converted.issues)]
-    normalized = _normalized(intake, lab, converted.er7, submission.transport, submission.received_at, issues)
-    located = {id(issue): where for issue, where in converted.issues}
+    normalized.issues[:0] = [*refusals, *(i for i, _ in content.issues)]
+    located = {id(issue): where for issue, where in content.issues}
 
     def locate(issue: Issue) -> str | None:
         if (issue.segment, issue.field) == ("MSH", 10):
             return content.control_id_path
         if (issue.segment, issue.field) == ("MSH", 4):  # the sender: who performed the report
             return "Bundle.entry.resource.ofType(DiagnosticReport).performer"
-        return located.get(id(issue)) or (converted.locate(issue) if issue.segment else None)
+        return located.get(id(issue)) or (rows.locate(issue) if issue.segment else None)
 
     return normalized, locate
 
@@ -268,32 +258,22 @@ def csv_row_normalized(
     intake: Intake, lab: Lab, row: CsvRow, submission: Submission
 ) -> tuple[Normalized, Locate]:
     """A CSV row's result as the intake reads it, and where each issue is in the CSV."""
-    converted = build_oru(
-        lab.lab_id,
-        lab.finess,
-        f"{submission.id[:16]}-{row.number}",
-        [row.row],
-        sent_at=submission.received_at,
-        issues=row.issues,
-    )
-    issues = [i for i, _ in converted.issues]
-    normalized = _normalized(intake, lab, converted.er7, submission.transport, submission.received_at, issues)
-    located = {id(issue): where for issue, where in converted.issues}
+    header = header_for(lab.lab_id, lab.finess, f"{submission.id[:16]}-{row.number}")
+    normalized, rows = intake.normalize_rows([row.row], header, submission.transport, submission.received_at)
+    normalized.issues[:0] = [i for i, _ in row.issues]
+    located = {id(issue): where for issue, where in row.issues}
 
     def locate(issue: Issue) -> str | None:
-        return located.get(id(issue)) or (converted.locate(issue) if issue.segment else None)
+        return located.get(id(issue)) or (rows.locate(issue) if issue.segment else None)
 
     return normalized, locate
 
 
-async def _refuse_body(
-    intake: Intake, submission: Submission, raw: bytes, refusal: Refusal
-) -> Submission:
+async def _refuse_body(intake: Intake, submission: Submission, raw: bytes, refusal: Refusal) -> Submission:
     """A body that cannot be read: kept on the raw and rejected topics, refused as a whole."""
     lab = submission.lab
-    envelope = build_oru(lab.lab_id, lab.finess, submission.id, [], sent_at=submission.received_at)
     issue = Issue("", 0, None, None, DATA_TYPE_ERROR, "E", refusal.text, True)
-    normalized = Normalized(normalize_header(envelope.er7), issues=[issue])
+    normalized = Normalized(header_for(lab.lab_id, lab.finess, submission.id), issues=[issue])
     outcome = await intake.receive_normalized(raw, submission.transport, normalized, submission.received_at)
     submission.refusal = refusal
     submission.answered = [Answered(0, "body", outcome, lambda _issue: None)]

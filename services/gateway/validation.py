@@ -68,11 +68,6 @@ def detect_format(body: bytes, name: str | None = None, content_type: str | None
     return "csv"
 
 
-class Finding(Reason):
-    hint: str | None = None
-    """How to fix it, when the issue catalogue has one."""
-
-
 class Counted(BaseModel):
     """What would be counted of one result: no identity, no pseudonym."""
 
@@ -92,7 +87,7 @@ class ValidatedItem(BaseModel):
     ack_code: str
     """What intake would acknowledge: AA accepted, AE fix and send again, AR refused."""
     would_be: Literal["accepted", "rejected"]
-    issues: list[Finding]
+    issues: list[Reason]
     counted: list[Counted]
 
 
@@ -133,10 +128,7 @@ def _item(answered: Answered) -> ValidatedItem:
         control_id=outcome.control_id or None,
         ack_code=outcome.ack_code,
         would_be="accepted" if outcome.ack_code == "AA" else "rejected",
-        issues=[
-            Finding(**answered.reason(issue).model_dump(), hint=getattr(issue, "hint", None))
-            for issue in outcome.issues
-        ],
+        issues=[answered.reason(issue) for issue in outcome.issues],
         counted=[_counted(r) for r in outcome.results],
     )
 

@@ -22,7 +22,7 @@ from services.core.config import Topics
 from services.core.domain.limits import FINESS_MAX, POSTAL_CODE_MAX, TEXT_MAX
 from services.core.domain.model import Transport
 from services.core.domain.rejection import Rejection
-from services.gateway.csv_intake import CsvError, CsvRow, build_oru, parse_csv
+from services.gateway.csv_intake import CsvError, CsvRow, parse_csv
 from services.gateway.fhir import read_bundle
 from services.gateway.hl7.ack import build_ack
 from services.gateway.hl7.normalize import Normalized, normalize_oru
@@ -32,6 +32,7 @@ from services.gateway.identity import IdentityProtector
 from services.gateway.intake import Intake
 from services.gateway.labs import Lab, LabRegistry, hash_token, new_token
 from services.gateway.publish import Record
+from services.gateway.result_drafts import header_for, normalize_rows
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 NOW = datetime(2024, 1, 16, tzinfo=UTC)
@@ -237,16 +238,15 @@ def fhir(edit_bundle: Any) -> tuple[Normalized, list[tuple[str, str]]]:
     bundle = json.loads((FIXTURES / "fhir" / "ok_two_observations.json").read_text())
     edit_bundle(bundle)
     content = read_bundle(json.loads(json.dumps(bundle)))
-    converted = build_oru("LAB-HTTP", "2A0000018", content.control_id, content.rows, sent_at=NOW)
-    normalized = normalize_oru(
-        converted.er7,
+    normalized, rows = normalize_rows(
+        content.rows,
+        header_for("LAB-HTTP", "2A0000018", content.control_id),
         received_at=NOW,
         transport=Transport.HTTP_FHIR,
         protector=PROTECTOR,
         now=NOW,
-        authenticated_lab="LAB-HTTP",
     )
-    return normalized, [(converted.locate(i), i.code) for i in normalized.issues]
+    return normalized, [(rows.locate(i), i.code) for i in normalized.issues]
 
 
 def _resource(bundle: Any, index: int) -> Any:
@@ -311,16 +311,15 @@ def csv_row(row: bytes) -> tuple[Normalized, list[tuple[str, str]]]:
 
 
 def csv_normalize(row: CsvRow) -> tuple[Normalized, list[tuple[str, str]]]:
-    converted = build_oru("LAB-CSV", None, f"C{row.number}", [row.row], sent_at=NOW, issues=row.issues)
-    normalized = normalize_oru(
-        converted.er7,
+    normalized, content = normalize_rows(
+        [row.row],
+        header_for("LAB-CSV", None, f"C{row.number}"),
         received_at=NOW,
         transport=Transport.HTTP_CSV,
         protector=PROTECTOR,
         now=NOW,
-        authenticated_lab="LAB-CSV",
     )
-    return normalized, [(converted.locate(i), i.code) for i in normalized.issues]
+    return normalized, [(content.locate(i), i.code) for i in normalized.issues]
 
 
 @pytest.mark.parametrize(
@@ -342,6 +341,22 @@ def test_a_csv_cell_the_store_cannot_carry_is_located_by_row_and_column(
     normalized, reasons = csv_row(CSV_ROW.replace(old, new))
     assert normalized.ack_code == "AE"
     assert reasons == [(f"row 1, column {column}", "102")]
+
+
+def test_fhir_and_csv_values_are_measured_as_the_lab_sent_them() -> None:
+    """Not in an ER7 rendering of them (as before issue #13): `&` is one character, not `\\T\\`."""
+    normalized, _ = csv_row(CSV_ROW.replace(b"S-1", b"&" * TEXT_MAX))
+    assert normalized.ack_code == "AA", normalized.issues
+    normalized, reasons = csv_row(CSV_ROW.replace(b"DUPONT", b"D&U^P\x07ONT"))
+    assert reasons == [("row 1, column birth_name", "102")]
+    assert [i.text for i in normalized.issues] == [
+        "PID-5.1: control character U+0007 (BEL) at character 6 is not allowed"
+    ]
+    long_id = "|" * (TEXT_MAX + 1)
+    normalized, reasons = fhir(lambda b: _resource(b, 1)["accessionIdentifier"].update(value=long_id))
+    assert reasons == [("Bundle.entry[1].resource.accessionIdentifier", "102")]
+    (issue,) = normalized.issues
+    assert issue.text == "SPM-2.1: 200 characters, more than the 199 LabFlow stores"
 
 
 def test_a_csv_byte_that_is_not_utf_8_is_named_with_its_row_and_column() -> None:

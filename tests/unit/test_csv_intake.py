@@ -1,4 +1,4 @@
-"""CSV results → one ORU^R01 per row → the same normalized results and reasons as HL7 v2."""
+"""CSV results → one result per row, checked as HL7 v2: the same normalized results and reasons."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 from nacl.public import PrivateKey
 
 from services.core.domain.model import Outcome, PseudonymBasis, ResultStatus, Transport
-from services.gateway.csv_intake import COLUMNS, CsvError, CsvRow, build_oru, parse_csv, to_dtm
-from services.gateway.hl7.normalize import Normalized, normalize_oru
+from services.gateway.csv_intake import COLUMNS, CsvError, CsvRow, parse_csv
+from services.gateway.hl7.normalize import Normalized
 from services.gateway.identity import IdentityProtector
+from services.gateway.result_drafts import header_for, normalize_rows, to_dtm
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "csv"
 NOW = datetime(2024, 1, 16, tzinfo=UTC)
@@ -19,10 +20,10 @@ PROTECTOR = IdentityProtector(b"0123456789abcdef0123456789abcdef", bytes(Private
 
 
 def normalize(row: CsvRow) -> tuple[Normalized, list[tuple[str, str, str]]]:
-    converted = build_oru("LAB-CSV", None, f"C{row.number}", [row.row], sent_at=NOW, issues=row.issues)
-    normalized = normalize_oru(converted.er7, received_at=NOW, transport=Transport.HTTP_CSV,
-                               protector=PROTECTOR, now=NOW, authenticated_lab="LAB-CSV")
-    return normalized, [(converted.locate(i), i.code, i.text) for i in normalized.issues]
+    header = header_for("LAB-CSV", None, f"C{row.number}")
+    normalized, content = normalize_rows([row.row], header, received_at=NOW, transport=Transport.HTTP_CSV,
+                                         protector=PROTECTOR, now=NOW)
+    return normalized, [(content.locate(i), i.code, i.text) for i in normalized.issues]
 
 
 def test_each_row_is_one_result_with_the_hl7_rules() -> None:

@@ -1,4 +1,4 @@
-"""FHIR R4 Bundle → result rows → the same normalized results and reasons as HL7 v2."""
+"""FHIR R4 Bundle → result rows → checked as HL7 v2: the same normalized results and reasons."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from nacl.public import PrivateKey
 
 from services.core.domain.model import Outcome, PseudonymBasis, ResultStatus, TestKind, Transport
-from services.gateway.csv_intake import Converted, build_oru
 from services.gateway.fhir import BundleContent, FhirError, read_bundle
-from services.gateway.hl7.normalize import Normalized, normalize_oru
+from services.gateway.hl7.normalize import Normalized
 from services.gateway.identity import IdentityProtector
+from services.gateway.result_drafts import RowContent, header_for, normalize_rows
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fhir"
 NOW = datetime(2024, 1, 16, tzinfo=UTC)
@@ -27,12 +27,11 @@ def load(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
 
 
-def convert(content: BundleContent, lab: str = "LAB-HTTP") -> tuple[Converted, Normalized]:
-    converted = build_oru(lab, "2A0000018", content.control_id or "X", content.rows, sent_at=NOW,
-                          issues=content.issues)
-    normalized = normalize_oru(converted.er7, received_at=NOW, transport=Transport.HTTP_FHIR,
-                               protector=PROTECTOR, now=NOW, authenticated_lab=lab)
-    return converted, normalized
+def convert(content: BundleContent, lab: str = "LAB-HTTP") -> tuple[RowContent, Normalized]:
+    header = header_for(lab, "2A0000018", content.control_id or "X")
+    normalized, rows = normalize_rows(content.rows, header, received_at=NOW, transport=Transport.HTTP_FHIR,
+                                      protector=PROTECTOR, now=NOW)
+    return rows, normalized
 
 
 def test_a_valid_bundle_gives_one_result_per_observation() -> None:

@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 from services.core.config import Topics
 from services.core.domain.model import LabResult, Transport
+from services.gateway import issue_catalogue as catalogue
+from services.gateway.fhir_outcome import operation_outcome
 from services.gateway.hl7 import normalize as normalize_module
 from services.gateway.identity import IdentityProtector
 from services.gateway.intake import Intake
@@ -131,6 +133,19 @@ def test_fhir_and_csv_items_are_located_in_their_own_terms() -> None:
     codes = [(ref, code) for ref, code, _ in answers(csv)]
     assert codes == [("row 1", "AA"), ("row 2", "AA"), ("row 3", "AE")]
     assert ("row 3, column ins", "102") in answers(csv)[2][2]
+
+
+def test_each_reason_carries_the_catalogue_hint_also_in_the_fhir_operation_outcome() -> None:
+    submission = asyncio.run(handle_fhir(intake(FakePublisher()), LAB, BAD_FHIR))
+    reasons = submission.response().items[0].reasons
+    ins = next(r for r in reasons if r.location == "Bundle.entry[0].resource.identifier")
+    assert ins.hint == catalogue.INS_INVALID.hint
+    outcome = operation_outcome(submission.response().model_dump(mode="json"), 200)
+    (issue,) = [i for i in outcome["issue"] if i.get("expression") == [ins.location]]
+    assert issue["diagnostics"] == catalogue.INS_INVALID.hint
+    # an issue the catalogue has no hint for has none
+    refused = asyncio.run(handle_fhir(intake(FakePublisher()), LAB, b"{not json"))
+    assert refused.response().items[0].reasons[0].hint is None
 
 
 @pytest.mark.parametrize(
@@ -301,3 +316,22 @@ def test_a_reunion_lab_registered_in_its_zone_gets_its_local_collection_day() ->
 
     assert stored_day(reunion) == date(2024, 1, 15)
     assert stored_day(LAB) == date(2024, 1, 16)  # the same times read in Paris
+
+
+def test_a_csv_row_without_an_offset_is_read_in_the_registered_lab_zone() -> None:
+    """SPEC §8.1 for CSV (and FHIR, the same rows): the token's lab's zone, as for HL7."""
+    body = (
+        b"specimen_id;collected_at;result_at;loinc;result;ins;postal_code\n"
+        b"TZ-1;2024-01-15 23:30;2024-01-16 08:00;94500-6;POSITIF;279035121518989;97400\n"
+    )
+    reunion = Lab("LABO-AJACCIO", "Saint-Denis", "974000019", True, None, None, time_zone="Indian/Reunion")
+
+    def stored_day(lab: Lab) -> date:
+        publisher = FakePublisher()
+        submission = asyncio.run(handle_csv(intake(publisher, lab), lab, body))
+        assert submission.status()[0] == 200, submission.response()
+        (record,) = [r for r in publisher.records if r.topic == TOPICS.results]
+        return LabResult.model_validate_json(record.value).collection_day
+
+    assert stored_day(reunion) == date(2024, 1, 15)
+    assert stored_day(LAB) == date(2024, 1, 16)

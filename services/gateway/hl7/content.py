@@ -1,9 +1,10 @@
 """The gateway's content screen: the bytes a lab sent → text the store can carry, or located findings.
 
-Every payload passes here once, before it is normalized: HL7 v2 as sent (MLLP, HTTP), and FHIR
-Bundles and CSV rows as the ER7 message they are written to (`csv_intake.build_oru`), whose
-findings the HTTP intake then locates in the lab's own terms. The rules and limits themselves are
-in `services.core.domain.limits` (what the canonical model and PostgreSQL carry); the policy:
+Every payload passes here once, before it is normalized: HL7 v2 as sent (MLLP, HTTP, `screen`), and
+the values of FHIR Bundles and CSV rows as the lab sent them (`screen_values`), each at the HL7
+position it stands for, which the HTTP intake then locates in the lab's own terms. The rules and
+limits themselves are in `services.core.domain.limits` (what the canonical model and PostgreSQL
+carry); the policy:
 
 - Decoding follows MSH-18 (HL7 table 0211, first repetition): `8859/1` … `8859/9` and `8859/15` are
   decoded in that ISO 8859 part; anything else (empty, `ASCII`, `UNICODE UTF-8`…) must be UTF-8,
@@ -20,6 +21,9 @@ in `services.core.domain.limits` (what the canonical model and PostgreSQL carry)
   is stored; MSH-4.2 when MSH-4.3 is `FINESS` at most `FINESS_MAX`. Fields LabFlow does not read
   (OBX-5 text, NTE, Z-segments) stay in the raw message only, bounded by the message size limit.
 
+FHIR and CSV values are text already (JSON, a UTF-8 CSV): the same characters and lengths are
+refused, counted in the value as sent (`at character N` of the value, not of an ER7 rendering).
+
 One finding per component at fault, located (segment, occurrence, field, repetition, component);
 the normalizer answers AE with an ERR 102 (data type error) for each, like its other content errors.
 Reason texts name positions and code points, never the value (it may be a name).
@@ -32,6 +36,7 @@ once something was found.
 from __future__ import annotations
 
 import codecs
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -50,11 +55,13 @@ __all__ = [
     "READ_FIELDS",
     "Decoded",
     "Finding",
+    "Value",
     "clean",
     "clean_message",
     "declared_charset",
     "decode_payload",
     "screen",
+    "screen_values",
 ]
 
 READ_FIELDS: dict[str, frozenset[int]] = {
@@ -299,3 +306,63 @@ def screen(message: Message, decoded: Decoded) -> list[Finding]:
 def clean_message(message: Message) -> Message:
     """The MSH of a refused message with its forbidden characters replaced: what the ACK echoes."""
     return parse_message(clean(message.msh.line))
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """One value of a FHIR Bundle or a CSV row, as sent, at the HL7 position it stands for."""
+
+    segment: str
+    sequence: int
+    field: int
+    repetition: int
+    component: int
+    text: str
+    stored: bool
+    """It reaches the canonical result or the sealed identity: its length is bounded (`READ_FIELDS`)."""
+
+
+def _value_problem(char: str, where: str) -> str:
+    if 0xD800 <= ord(char) <= 0xDFFF:
+        return f"{describe_character(char)}{where} is a lone surrogate, not Unicode text"
+    return f"control character {describe_character(char)}{where} is not allowed"
+
+
+def screen_values(values: list[Value]) -> list[Finding]:
+    """What of these values (in segment order) the store cannot carry; [] on the happy path. The
+    rules and the order of the findings are `screen`'s: characters first, then lengths."""
+    findings: list[Finding] = []
+    seen: set[tuple[str, int, int, int, int]] = set()
+
+    def add(value: Value, problem: str) -> None:
+        key = (value.segment, value.sequence, value.field, value.repetition, value.component)
+        if key in seen or len(findings) >= MAX_FINDINGS:
+            return
+        seen.add(key)
+        label = _label(value.segment, value.field, value.repetition, value.component)
+        findings.append(
+            Finding(
+                value.segment,
+                value.sequence,
+                value.field,
+                value.repetition,
+                value.component,
+                f"{label}: {problem}",
+            )
+        )
+
+    for value in values:
+        found = FORBIDDEN_CHARACTERS.search(value.text)
+        if found is not None:
+            add(value, _value_problem(found.group(), f" at character {found.start() + 1}"))
+    for _, segment in itertools.groupby(values, lambda v: (v.segment, v.sequence)):
+        in_segment = list(segment)
+        for value in in_segment:  # a PID's postal codes first, as `screen` measures them
+            if (value.segment, value.field, value.component) == ("PID", 11, 5):
+                stored = value.text.replace(" ", "")
+                if len(stored) > POSTAL_CODE_MAX:
+                    add(value, f"postal code of {len(stored)} characters, more than {POSTAL_CODE_MAX}")
+        for value in in_segment:
+            if value.stored and len(value.text) > TEXT_MAX:
+                add(value, f"{len(value.text)} characters, more than the {TEXT_MAX} LabFlow stores")
+    return findings

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone, tzinfo
 
 from services.core.domain.geography import PARIS
 from services.gateway import issue_catalogue as catalogue
-from services.gateway.hl7.parse import Segment
 from services.gateway.issues import Issue
 
 # no lab datum is older or later; within these, any offset or time-zone conversion stays in `datetime`'s
@@ -64,19 +63,17 @@ def parse_dtm(value: str, zone: tzinfo = PARIS) -> datetime:
     )
 
 
-def read_time(
-    segment: Segment, sequence: int, fld: int, zone: tzinfo, issues: list[Issue]
+def read_dtm(
+    value: str, segment: str, sequence: int, fld: int, zone: tzinfo, issues: list[Issue]
 ) -> datetime | None:
-    """The DTM leaf of a TS / DR field (n.1.1), or None when empty; a bad one is appended to `issues`."""
-    value = segment.subcomponent(fld, 1, 1)
+    """A DTM value (in any format, at the HL7 position it has), or None when empty; a bad one is
+    appended to `issues`."""
     if not value:
         return None
     try:
         return parse_dtm(value, zone)
     except ValueError:
         issues.append(
-            catalogue.TIME_INVALID.at(
-                segment.name, sequence, fld, 1, f"{segment.name}-{fld}: invalid date/time"
-            )
+            catalogue.TIME_INVALID.at(segment, sequence, fld, 1, f"{segment}-{fld}: invalid date/time")
         )
         return None

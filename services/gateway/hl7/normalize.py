@@ -13,8 +13,10 @@ whatever their order (2.5.1 puts SPM after the OBXs: the SPM applies to the whol
 is collected first and turned into results when the next ORC/OBR/PID or the end comes). PV1, NTE and
 Z-segments are ignored here (they stay in the raw message).
 
-Module layout (issue #13): this module holds the message walk (segments → patient and order groups)
-and the order checks that build `LabResult`s; the header and its rejections are in `header`, PID in
+Module layout (issue #13): this module holds the message walk (segments → patient and order drafts,
+`services.gateway.drafts`) and the order checks that build `LabResult`s, which FHIR and CSV content
+goes through too (`normalize_drafts`, fed by `services.gateway.result_drafts`): one set of checks for
+every format, each issue at its HL7 position. The header and its rejections are in `header`, PID in
 `patient`, OBX in `observation`, DTM in `datatypes`, the LOINC/SNOMED tables in
 `services.core.domain.terminology`, and every issue's code, severity and hint in
 `services.gateway.issue_catalogue`. An HL7 timestamp without an offset is read in the sending lab's
@@ -28,7 +30,7 @@ date. Result values and codes, lab ids and INS key digits are not identifying an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -37,15 +39,16 @@ from services.core.domain.model import LabResult, Transport, make_result_id
 from services.core.domain.terminology import ASK_AT_ORDER_ENTRY_LOINC
 from services.core.reference import load_reference
 from services.gateway import issue_catalogue as catalogue
+from services.gateway.drafts import ObservationDraft, OrderDraft, PatientDraft
 from services.gateway.hl7.content import clean, clean_message, decode_payload, screen
 from services.gateway.hl7.datatypes import parse_dtm as parse_dtm
-from services.gateway.hl7.datatypes import read_time
+from services.gateway.hl7.datatypes import read_dtm
 from services.gateway.hl7.header import MessageHeader as MessageHeader
 from services.gateway.hl7.header import normalize_header as normalize_header
 from services.gateway.hl7.header import read_header, rejection
-from services.gateway.hl7.observation import Observation, observation_code, read_observation
+from services.gateway.hl7.observation import Observation, check_observation, observation_draft
 from services.gateway.hl7.parse import ParseError, Segment, parse_message
-from services.gateway.hl7.patient import Patient, read_patient
+from services.gateway.hl7.patient import Patient, check_patient, patient_draft
 from services.gateway.identity import IdentityProtector
 
 # the types and codes callers of `normalize_oru` handle, re-exported: the entry point's vocabulary
@@ -80,12 +83,37 @@ class _Group:
     patient: Patient
     obr: Segment
     obr_sequence: int
-    observations: list[tuple[Segment, int]] = field(default_factory=list)
+    observations: list[ObservationDraft] = field(default_factory=list)
     specimen: tuple[Segment, int] | None = None
+
+    def draft(self) -> OrderDraft:
+        """What the OBR, its SPM and its OBXs say of the order, unchecked."""
+        obr = self.obr
+        specimen_id = specimen_type = None
+        specimen_sequence = None
+        specimen_collected_at = ""
+        if self.specimen is not None:
+            spm, specimen_sequence = self.specimen
+            specimen_id = spm.subcomponent(2, 1, 1) or spm.subcomponent(2, 2, 1) or None
+            specimen_type = spm.component(4, 1) or None
+            specimen_collected_at = spm.subcomponent(17, 1, 1)
+        else:
+            specimen_type = obr.subcomponent(15, 1, 1) or None
+        return OrderDraft(
+            self.obr_sequence,
+            specimen_sequence,
+            specimen_id,
+            obr.component(3, 1) or obr.component(2, 1),
+            specimen_type,
+            specimen_collected_at,
+            obr.subcomponent(7, 1, 1),
+            obr.subcomponent(22, 1, 1),
+            self.observations,
+        )
 
 
 class _Normalizer:
-    """State of one message being normalized."""
+    """State of one message being normalized: the checks over the drafts, whatever their format."""
 
     def __init__(
         self,
@@ -93,110 +121,116 @@ class _Normalizer:
         received_at: datetime,
         transport: Transport,
         protector: IdentityProtector,
-        now: datetime,
-        department_region: Mapping[str, str],
+        now: datetime | None,
+        department_region: Mapping[str, str] | None,
         lab_time_zone: tzinfo,
     ) -> None:
         self.header = header
         self.received_at = received_at
         self.transport = transport
         self.protector = protector
-        self.now = now
+        now = now or datetime.now(UTC)
+        self.latest = now + CLOCK_SKEW
+        """What is later than this is in the future."""
         self.today = now.astimezone(PARIS).date()
-        self.department_region = department_region
+        self.department_region = (
+            department_region if department_region is not None else load_reference().department_region
+        )
         self.zone = lab_time_zone
         self.issues: list[Issue] = []
         self.results: list[LabResult] = []
         self.non_results = 0
         self.result_observations = 0
+        if not header.control_id:
+            self.issues.append(
+                catalogue.CONTROL_ID_MISSING.at("MSH", 1, 10, None, "MSH-10: message control id missing")
+            )
+        if not header.sending_facility:
+            self.issues.append(
+                catalogue.SENDING_FACILITY_MISSING.at("MSH", 1, 4, None, "MSH-4: sending facility missing")
+            )
 
-    def time(self, segment: Segment, sequence: int, fld: int) -> datetime | None:
-        return read_time(segment, sequence, fld, self.zone, self.issues)
+    def normalized(self) -> Normalized:
+        if not self.result_observations:
+            self.issues.append(catalogue.NO_RESULT.at("OBX", 1, None, None, "message has no result (OBX)"))
+        return Normalized(self.header, self.results, self.non_results, self.issues)
+
+    def patient(self, draft: PatientDraft) -> Patient:
+        return check_patient(
+            draft,
+            protector=self.protector,
+            today=self.today,
+            department_region=self.department_region,
+            issues=self.issues,
+        )
 
     def run(self, segments: list[Segment]) -> None:
-        counts: dict[str, int] = {}
+        """The HL7 walk: segments → patients and order groups, each checked as it ends."""
+        obx = obr = spm = pid = 0  # occurrences so far: only these segments' are ever reported
         patient: Patient | None = None
         group: _Group | None = None
         for segment in segments:
             name = segment.name
-            sequence = counts[name] = counts.get(name, 0) + 1
             if name == "OBX":
+                obx += 1
                 if group is None:
                     self.issues.append(
-                        catalogue.OBX_WITHOUT_OBR.at(
-                            name, sequence, None, None, "OBX without a preceding OBR"
-                        )
+                        catalogue.OBX_WITHOUT_OBR.at(name, obx, None, None, "OBX without a preceding OBR")
                     )
                 else:
-                    group.observations.append((segment, sequence))
+                    group.observations.append(observation_draft(segment, obx))
             elif name == "OBR":
+                obr += 1
                 if group is not None:
-                    self.flush(group)
+                    self.order(group.patient, group.draft())
                 if patient is None:
                     group = None
                     self.issues.append(
-                        catalogue.OBR_WITHOUT_PID.at(
-                            name, sequence, None, None, "OBR without a preceding PID"
-                        )
+                        catalogue.OBR_WITHOUT_PID.at(name, obr, None, None, "OBR without a preceding PID")
                     )
                 else:
-                    group = _Group(patient, segment, sequence)
+                    group = _Group(patient, segment, obr)
             elif name == "SPM":
+                spm += 1
                 if group is not None and group.specimen is None:
-                    group.specimen = (segment, sequence)
+                    group.specimen = (segment, spm)
             elif name == "PID":
+                pid += 1
                 if group is not None:
-                    self.flush(group)
+                    self.order(group.patient, group.draft())
                     group = None
-                patient = read_patient(
-                    segment,
-                    sequence,
-                    protector=self.protector,
-                    today=self.today,
-                    department_region=self.department_region,
-                    issues=self.issues,
-                )
+                patient = self.patient(patient_draft(segment, pid))
             elif name == "ORC" and group is not None:
-                self.flush(group)
+                self.order(group.patient, group.draft())
                 group = None
         if group is not None:
-            self.flush(group)
-        if not self.result_observations:
-            self.issues.append(catalogue.NO_RESULT.at("OBX", 1, None, None, "message has no result (OBX)"))
+            self.order(group.patient, group.draft())
 
-    def flush(self, group: _Group) -> None:
-        obr, obr_seq = group.obr, group.obr_sequence
-        filler = obr.component(3, 1) or obr.component(2, 1)
-        specimen_id = specimen_type = None
+    def order(self, patient: Patient, draft: OrderDraft) -> None:
+        """Check one order and build a `LabResult` for each of its valid result observations."""
+        obr_seq, spm_seq = draft.sequence, draft.specimen_sequence
         collected_at: datetime | None = None
-        where = "OBR-7"
-        if group.specimen is not None:
-            spm, spm_seq = group.specimen
-            specimen_id = spm.subcomponent(2, 1, 1) or spm.subcomponent(2, 2, 1) or None
-            specimen_type = spm.component(4, 1) or None
-            collected_at = self.time(spm, spm_seq, 17)
+        where, location = "OBR-7", ("OBR", obr_seq, 7)
+        zone, issues = self.zone, self.issues
+        if spm_seq is not None:
+            collected_at = read_dtm(draft.specimen_collected_at, "SPM", spm_seq, 17, zone, issues)
             if collected_at is not None:
-                where = "SPM-17"
-        else:
-            specimen_type = obr.subcomponent(15, 1, 1) or None
+                where, location = "SPM-17", ("SPM", spm_seq, 17)
         if collected_at is None:
-            collected_at = self.time(obr, obr_seq, 7)
-        result_at = self.time(obr, obr_seq, 22)
-        location = (
-            ("SPM", group.specimen[1], 17) if where == "SPM-17" and group.specimen else ("OBR", obr_seq, 7)
-        )
+            collected_at = read_dtm(draft.collected_at, "OBR", obr_seq, 7, zone, issues)
+        result_at = read_dtm(draft.result_at, "OBR", obr_seq, 22, zone, issues)
 
         valid_group = True
         if collected_at is None:
             valid_group = False
-            if not obr.field(7) and not (group.specimen and group.specimen[0].field(17)):
+            if not draft.collected_at and not draft.specimen_collected_at:
                 self.issues.append(
                     catalogue.COLLECTION_TIME_MISSING.at(
                         "OBR", obr_seq, 7, None, "OBR-7: specimen collection time missing"
                     )
                 )
         else:
-            if collected_at > self.now + CLOCK_SKEW:
+            if collected_at > self.latest:
                 valid_group = False
                 self.issues.append(
                     catalogue.COLLECTION_TIME_IN_FUTURE.at(
@@ -212,14 +246,14 @@ class _Normalizer:
                         f"{where}: specimen collection time is after the result time (OBR-22)",
                     )
                 )
-        if result_at is not None and result_at > self.now + CLOCK_SKEW:
+        if result_at is not None and result_at > self.latest:
             valid_group = False
             self.issues.append(
                 catalogue.RESULT_TIME_IN_FUTURE.at(
                     "OBR", obr_seq, 22, None, "OBR-22: result time is in the future"
                 )
             )
-        key = specimen_id or filler
+        key = draft.specimen_id or draft.filler
         if not key:
             valid_group = False
             self.issues.append(
@@ -228,10 +262,9 @@ class _Normalizer:
                 )
             )
 
-        patient = group.patient
         patient_age_class: str | None = None
-        for obx, obx_seq in group.observations:
-            result = self.observation(obx, obx_seq)
+        for observation in draft.observations:
+            result = self.observation(observation)
             if (
                 result is None
                 or not valid_group
@@ -265,8 +298,8 @@ class _Normalizer:
                     department=patient.department,
                     region=patient.region,
                     sealed_identity=patient.sealed,
-                    specimen_id=specimen_id or filler,
-                    specimen_type=specimen_type,
+                    specimen_id=key,
+                    specimen_type=draft.specimen_type,
                     collected_at=collected_at,
                     loinc=loinc,
                     test_kind=kind,
@@ -277,14 +310,13 @@ class _Normalizer:
                 )
             )
 
-    def observation(self, obx: Segment, seq: int) -> Observation | None:
-        """The validated content of one result OBX; None for a question or an invalid OBX (reported)."""
-        loinc = observation_code(obx)
-        if obx.field(29) == "QST" or loinc in ASK_AT_ORDER_ENTRY_LOINC:
+    def observation(self, draft: ObservationDraft) -> Observation | None:
+        """The validated content of one result observation; None for a question or an invalid one."""
+        if draft.question or draft.loinc in ASK_AT_ORDER_ENTRY_LOINC:  # ask-at-order-entry: not a result
             self.non_results += 1
             return None
         self.result_observations += 1
-        return read_observation(obx, seq, loinc, self.zone, self.issues)
+        return check_observation(draft, self.zone, self.issues)
 
 
 def normalize_oru(
@@ -331,21 +363,31 @@ def normalize_oru(
         return Normalized(header, issues=issues)
 
     normalizer = _Normalizer(
-        header,
-        received_at,
-        transport,
-        protector,
-        now or datetime.now(UTC),
-        department_region if department_region is not None else load_reference().department_region,
+        header, received_at, transport, protector, now, department_region,
         lab_time_zone if isinstance(lab_time_zone, tzinfo) else lab_time_zone(header.sending_facility),
     )
-    if not header.control_id:
-        normalizer.issues.append(
-            catalogue.CONTROL_ID_MISSING.at("MSH", 1, 10, None, "MSH-10: message control id missing")
-        )
-    if not header.sending_facility:
-        normalizer.issues.append(
-            catalogue.SENDING_FACILITY_MISSING.at("MSH", 1, 4, None, "MSH-4: sending facility missing")
-        )
     normalizer.run(message.segments[1:])
-    return Normalized(header, normalizer.results, normalizer.non_results, normalizer.issues)
+    return normalizer.normalized()
+
+
+def normalize_drafts(
+    header: MessageHeader,
+    patients: Sequence[tuple[PatientDraft, Sequence[OrderDraft]]],
+    *,
+    received_at: datetime,
+    transport: Transport,
+    protector: IdentityProtector,
+    now: datetime | None = None,
+    department_region: Mapping[str, str] | None = None,
+    lab_time_zone: tzinfo = PARIS,
+) -> Normalized:
+    """Validate and normalize content read from another format (FHIR, CSV): each patient with its
+    orders, by the checks HL7 messages go through, in the same order."""
+    normalizer = _Normalizer(
+        header, received_at, transport, protector, now, department_region, lab_time_zone
+    )
+    for draft, orders in patients:
+        patient = normalizer.patient(draft)
+        for order in orders:
+            normalizer.order(patient, order)
+    return normalizer.normalized()

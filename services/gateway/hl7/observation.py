@@ -5,6 +5,9 @@ SNOMED CT code or a local text (`services.core.domain.terminology`), read from O
 coded value, from its text, alternate code and alternate text. A cancelled or deleted result (X, D, W)
 may carry no value: its outcome is recorded as invalid and never counted. Ask-at-order-entry questions
 are not observations of a result (the caller counts them apart); their codes are in the terminology.
+
+`observation_draft` reads an OBX into the source-neutral `ObservationDraft`; `check_observation` is the
+one set of checks every format's observations go through (FHIR and CSV fill the draft themselves).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from datetime import datetime, tzinfo
 from services.core.domain.model import Outcome, ResultStatus, TestKind
 from services.core.domain.terminology import LOINC_KINDS, RESULT_STATUSES, outcome_from_value
 from services.gateway import issue_catalogue as catalogue
-from services.gateway.hl7.datatypes import read_time
+from services.gateway.drafts import ObservationDraft
+from services.gateway.hl7.datatypes import read_dtm
 from services.gateway.hl7.parse import Segment
 from services.gateway.issues import Issue
 
@@ -32,10 +36,31 @@ def observation_code(obx: Segment) -> str:
     return loinc
 
 
-def read_observation(
-    obx: Segment, seq: int, loinc: str, zone: tzinfo, issues: list[Issue]
-) -> Observation | None:
-    """The validated content of one result OBX; None when invalid (its problems appended to `issues`)."""
+def observation_draft(obx: Segment, seq: int) -> ObservationDraft:
+    """What one OBX says, unchecked."""
+    first = obx.component(5, 1)
+    alternates: tuple[str, ...] = ()
+    # a coded value's other components are read only when OBX-5.1 is not an outcome itself: the checks
+    # would not look at them (the hot path of every message)
+    if obx.component(2, 1) in _CODED_TYPES and (not first or outcome_from_value(first) is None):
+        alternates = (obx.component(5, 2), obx.component(5, 4), obx.component(5, 5))
+    return ObservationDraft(
+        seq,
+        observation_code(obx),
+        obx.component(29, 1) == "QST",
+        obx.component(11, 1),
+        first,
+        alternates,
+        bool(obx.raw(5)),
+        obx.subcomponent(14, 1, 1),
+        obx.component(23, 10) or obx.component(23, 1) or obx.component(15, 1) or None,
+    )
+
+
+def check_observation(draft: ObservationDraft, zone: tzinfo, issues: list[Issue]) -> Observation | None:
+    """The validated content of one result observation, whatever its format; None when invalid (its
+    problems appended to `issues`)."""
+    seq, loinc = draft.sequence, draft.loinc
     valid = True
     kind = LOINC_KINDS.get(loinc)
     if kind is None:
@@ -49,7 +74,7 @@ def read_observation(
                 catalogue.LOINC_MISSING.at("OBX", seq, 3, 1, "OBX-3: observation identifier (LOINC) missing")
             )
 
-    status_code = obx.field(11)
+    status_code = draft.status
     status = RESULT_STATUSES.get(status_code)
     if status is None:
         valid = False
@@ -59,36 +84,33 @@ def read_observation(
         else:
             issues.append(catalogue.STATUS_MISSING.at("OBX", seq, 11, None, "OBX-11: result status missing"))
 
-    outcome = _outcome(obx, seq, status, issues)
-    observed_at = read_time(obx, seq, 14, zone, issues)
+    outcome = _outcome(draft, status, issues)
+    observed_at = read_dtm(draft.observed_at, "OBX", seq, 14, zone, issues)
     if outcome is None or not valid:
         return None
     assert kind is not None and status is not None  # valid implies both
-    performing_lab = obx.component(23, 10) or obx.component(23, 1) or obx.component(15, 1) or None
-    return loinc, kind, outcome, status, observed_at, performing_lab
+    return loinc, kind, outcome, status, observed_at, draft.performing_lab
 
 
-def _outcome(obx: Segment, seq: int, status: ResultStatus | None, issues: list[Issue]) -> Outcome | None:
-    first = obx.component(5, 1)
+def _outcome(draft: ObservationDraft, status: ResultStatus | None, issues: list[Issue]) -> Outcome | None:
+    seq, first = draft.sequence, draft.value
     if first:
         outcome = outcome_from_value(first)
         if outcome is not None:
             return outcome
-    coded = obx.field(2) in _CODED_TYPES
-    if coded:
-        for component in (2, 4, 5):
-            value = obx.component(5, component)
-            if value:
-                outcome = outcome_from_value(value)
-                if outcome is not None:
-                    return outcome
-    if not obx.raw(5):
+    for value in draft.alternates:
+        if value:
+            outcome = outcome_from_value(value)
+            if outcome is not None:
+                return outcome
+    if not draft.value_sent:
         if status is not None and status.retracts:
             # a cancelled/deleted result carries no value; its outcome is never counted
             return Outcome.INVALID
         issues.append(catalogue.RESULT_VALUE_MISSING.at("OBX", seq, 5, None, "OBX-5: result value missing"))
         return None
-    shown = " ".join(filter(None, (first, obx.component(5, 2) if coded else "")))[:60]
+    second = draft.alternates[0] if draft.alternates else ""
+    shown = " ".join(filter(None, (first, second)))[:60]
     issues.append(
         catalogue.RESULT_VALUE_UNINTERPRETABLE.at(
             "OBX", seq, 5, None, f"OBX-5: result value '{shown}' cannot be interpreted"

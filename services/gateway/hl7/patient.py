@@ -8,6 +8,9 @@ filled by the normalizer when the first result of the patient is built: a patien
 result costs no sealing). Residence is the first non-birth address (PID-11, type BDL is the birth
 place); only a French postal code gives a department.
 
+`patient_draft` reads a PID into the source-neutral `PatientDraft`; `check_patient` is the one set of
+checks every format's patients go through (FHIR and CSV fill the draft themselves).
+
 Issue texts never contain the name, INS, address, phone or birth date.
 """
 
@@ -22,6 +25,7 @@ from services.core.domain.geography import department_from_postal_code
 from services.core.domain.model import PseudonymBasis, Sex
 from services.core.domain.terminology import ADMINISTRATIVE_SEXES, INS_OIDS
 from services.gateway import issue_catalogue as catalogue
+from services.gateway.drafts import PatientDraft
 from services.gateway.hl7.datatypes import parse_dtm
 from services.gateway.hl7.parse import Segment
 from services.gateway.identity import IdentityProtector
@@ -49,16 +53,8 @@ class Patient:
     sealed: str | None = None
 
 
-def read_patient(
-    pid: Segment,
-    seq: int,
-    *,
-    protector: IdentityProtector,
-    today: date,
-    department_region: Mapping[str, str],
-    issues: list[Issue],
-) -> Patient:
-    """The patient of one PID; its problems are appended to `issues`."""
+def patient_draft(pid: Segment, seq: int) -> PatientDraft:
+    """What one PID says of its patient, unchecked."""
     ins: str | None = None
     lab_patient_id: str | None = None
     for rep in range(len(pid.repetitions(3))):
@@ -67,24 +63,83 @@ def read_patient(
                 ins = normalize_matricule(pid.component(3, 1, rep))
         elif lab_patient_id is None:
             lab_patient_id = pid.component(3, 1, rep) or None
-    if ins is not None:
-        problem = ins_error(ins)
-        if problem is not None:
-            issues.append(catalogue.INS_INVALID.at("PID", seq, 3, 1, problem))
-            ins = None
 
     name_rep = 0
-    names = pid.repetitions(5)
-    for rep in range(len(names)):
+    names = len(pid.repetitions(5))
+    for rep in range(names if names > 1 else 0):  # the legal name (type L), else the first
         if pid.component(5, 7, rep) == "L":
             name_rep = rep
             break
     birth_name = pid.component(5, 1, name_rep)
     given_names = " ".join(filter(None, (pid.component(5, 2, name_rep), pid.component(5, 3, name_rep))))
 
+    postal_code = None
+    country = ""
+    address: dict[str, str] | None = None
+    birth_place = pid.component(23, 1) or None
+    for rep in range(len(pid.repetitions(11))):
+        if pid.component(11, 7, rep) == "BDL":
+            birth_place = birth_place or pid.component(11, 9, rep) or pid.component(11, 3, rep) or None
+        elif address is None:
+            country = pid.component(11, 6, rep)
+            postal_code = pid.component(11, 5, rep).replace(" ", "") or None
+            address = {
+                "street": pid.component(11, 1, rep),
+                "other": pid.component(11, 2, rep),
+                "city": pid.component(11, 3, rep),
+                "postal_code": postal_code or "",
+                "country": country,
+            }
+
+    phone = email = None
+    for rep in range(len(pid.repetitions(13))):
+        if pid.component(13, 2, rep) == "NET" or pid.component(13, 3, rep).upper() == "INTERNET":
+            email = email or pid.component(13, 4, rep) or None
+        elif phone is None:
+            local = pid.component(13, 7, rep)
+            phone = (
+                pid.component(13, 1, rep)
+                or pid.component(13, 12, rep)
+                or ("".join((pid.component(13, 5, rep), pid.component(13, 6, rep), local)) if local else None)
+            )
+    return PatientDraft(
+        seq,
+        ins,
+        lab_patient_id,
+        birth_name,
+        given_names,
+        pid.component(7, 1),
+        pid.component(8, 1).upper(),
+        postal_code,
+        country,
+        address,
+        birth_place,
+        phone,
+        email,
+    )
+
+
+def check_patient(
+    draft: PatientDraft,
+    *,
+    protector: IdentityProtector,
+    today: date,
+    department_region: Mapping[str, str],
+    issues: list[Issue],
+) -> Patient:
+    """The checked patient of a draft, whatever its format; its problems are appended to `issues`."""
+    seq = draft.sequence
+    ins = draft.ins
+    if ins is not None:
+        problem = ins_error(ins)
+        if problem is not None:
+            issues.append(catalogue.INS_INVALID.at("PID", seq, 3, 1, problem))
+            ins = None
+    birth_name, given_names = draft.birth_name, draft.given_names
+
     birth_date: date | None = None
     birth_year: int | None = None
-    raw_birth = pid.field(7)
+    raw_birth = draft.birth_date
     if raw_birth:
         try:
             born = parse_dtm(raw_birth[:8] if len(raw_birth) >= 8 else raw_birth)
@@ -108,7 +163,7 @@ def read_patient(
                 if len(raw_birth) >= 8:
                     birth_date = born.date()
 
-    sex_code = pid.field(8).upper()
+    sex_code = draft.sex
     sex = ADMINISTRATIVE_SEXES.get(sex_code)
     if sex is None:
         sex = Sex.UNKNOWN
@@ -150,48 +205,21 @@ def read_patient(
         if birth_name and given_names and birth_date is not None:
             pseudonym = protector.pseudonym_from_traits(birth_name, given_names, birth_date, sex.value)
 
-    postal_code = department = None
-    address: dict[str, str] | None = None
-    birth_place = pid.field(23) or None
-    for rep in range(len(pid.repetitions(11))):
-        if pid.component(11, 7, rep) == "BDL":
-            birth_place = birth_place or pid.component(11, 9, rep) or pid.component(11, 3, rep) or None
-        elif address is None:
-            country = pid.component(11, 6, rep)
-            postal_code = pid.component(11, 5, rep).replace(" ", "") or None
-            if postal_code and country.upper() in _FRANCE:
-                department = department_from_postal_code(postal_code)
-            address = {
-                "street": pid.component(11, 1, rep),
-                "other": pid.component(11, 2, rep),
-                "city": pid.component(11, 3, rep),
-                "postal_code": postal_code or "",
-                "country": country,
-            }
-
-    phone = email = None
-    for rep in range(len(pid.repetitions(13))):
-        if pid.component(13, 2, rep) == "NET" or pid.component(13, 3, rep).upper() == "INTERNET":
-            email = email or pid.component(13, 4, rep) or None
-        elif phone is None:
-            local = pid.component(13, 7, rep)
-            phone = (
-                pid.component(13, 1, rep)
-                or pid.component(13, 12, rep)
-                or ("".join((pid.component(13, 5, rep), pid.component(13, 6, rep), local)) if local else None)
-            )
+    postal_code, department = draft.postal_code, None
+    if postal_code and draft.country.upper() in _FRANCE:
+        department = department_from_postal_code(postal_code)
 
     identity: dict[str, Any] = {
         "ins": ins,
-        "lab_patient_id": lab_patient_id,
+        "lab_patient_id": draft.lab_patient_id,
         "birth_name": birth_name,
         "given_names": given_names,
         "birth_date": birth_date.isoformat() if birth_date else None,
         "sex": sex.value,
-        "birth_place": birth_place,
-        "address": address,
-        "phone": phone,
-        "email": email,
+        "birth_place": draft.birth_place,
+        "address": draft.address,
+        "phone": draft.phone,
+        "email": draft.email,
     }
     region = department_region.get(department) if department else None
     return Patient(
