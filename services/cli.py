@@ -195,7 +195,7 @@ def demo(
 
     settings = load_settings()
     log_dir = settings.state_dir / "logs"
-    supervisor = Supervisor(log_dir=log_dir)
+    supervisor = Supervisor(log_dir=log_dir, interrupt_caller=True)
     supervisor.start()
     try:
         wait_for_services(settings, supervisor.poll_failed)

@@ -66,7 +66,11 @@ class Supervisor:
         command: Callable[[str], list[str]] | None = None,
         restart: RestartPolicy | None = None,
         stop_timeout_s: float = 15.0,
+        interrupt_caller: bool = False,
     ) -> None:
+        """`interrupt_caller`: a stop signal that arrives before `wait()` raises KeyboardInterrupt in
+        the caller (the demo, busy replaying traffic, stops on it); otherwise it is only recorded, and
+        `wait()` stops every child at once — a signal right after `start()` is a clean stop."""
         self.services = services
         self.log_dir = log_dir
         self.command = command or (lambda name: [sys.executable, "-m", "services.cli", *name.split()])
@@ -76,6 +80,7 @@ class Supervisor:
         self.env = os.environ.copy()
         self._stop_signal: int | None = None
         self._supervising = False
+        self._interrupt_caller = interrupt_caller
 
     def start(self) -> None:
         names = list(self.services)
@@ -102,7 +107,7 @@ class Supervisor:
 
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stop_signal = signum
-        if not self._supervising:  # e.g. the demo replaying traffic: interrupt it, its caller stops us
+        if self._interrupt_caller and not self._supervising:  # the demo replaying traffic
             raise KeyboardInterrupt
 
     @property

@@ -182,10 +182,7 @@ def run_processes(settings: Settings, http: bool) -> int:
     try:
         supervisor.start()
         ops = OpsServer(settings.ops_host, settings.gateway_ops_port, ready=ready, registry=registry).start()
-        return supervisor.wait()
-    except KeyboardInterrupt:  # a stop signal before the supervision loop began
-        supervisor.stop()
-        return 0
+        return supervisor.wait()  # a stop signal before it began: a clean stop all the same
     finally:
         if ops is not None:
             ops.stop()

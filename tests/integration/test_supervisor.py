@@ -129,6 +129,28 @@ SLEEPER_SUPERVISOR = textwrap.dedent("""
 """)
 
 
+def test_a_stop_signal_between_start_and_wait_is_a_clean_stop() -> None:
+    """The window `labflow run` has between starting its children and supervising them: a SIGHUP
+    there (as when the test above signals the moment "started" is printed) used to raise
+    KeyboardInterrupt out of the caller (exit -2). It is a clean stop: exit 0, no child left."""
+    script = SLEEPER_SUPERVISOR.replace(
+        'print("started", flush=True)',
+        'import os, signal\nprint("started", flush=True)\nos.kill(os.getpid(), signal.SIGHUP)',
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"started\n"
+        assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+        assert proc.stderr is not None and b"SIGHUP received, stopping every service" in proc.stderr.read()
+    finally:
+        for child in psutil.Process().children(recursive=True):
+            child.kill()
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.parametrize("how", ["SIGHUP", "SIGKILL of the supervisor"])
 def test_no_child_outlives_its_supervisor(how: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
