@@ -181,7 +181,11 @@ def test_the_browser_login_sets_a_portal_cookie_for_that_lab(portal: Portal) -> 
     assert response.status_code == 200 and response.json() == {"lab": "LAB-B"}
     cookie = response.headers["set-cookie"]
     assert PORTAL_COOKIE in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert "Path=/portal" in cookie, "the portal's cookie is sent to the portal only"
     assert client.get("/portal/api/v1/session").json()["lab"] == "LAB-B"
+    # each login takes its own kind of token: a staff token opens no portal, a lab token no dashboard
+    assert client.post("/portal/login", json={"token": STAFF_TOKEN}).status_code == 401
+    assert client.post("/login", json={"token": portal.tokens["LAB-B"]}).status_code == 401
     assert client.post("/portal/logout").status_code == 200
     assert client.get("/portal/api/v1/session").status_code == 401
 
