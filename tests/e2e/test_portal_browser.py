@@ -8,23 +8,20 @@ to tests/browser/artifacts/ (portal.png, portal-en.png, portal-lab-b.png)."""
 from __future__ import annotations
 
 import random
-import threading
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from labflow_testkit.processes import wait_until
 from labflow_testkit.results import make_result
 from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
 from services.gateway.labs import LabDirectory
 from services.gateway.rejections import ReplayLog
 from services.simulator.oru import random_patient
-from services.worker.app import build_worker
 from tests.e2e.browser import ARTIFACTS, require_node_and_chromium, run_spec, running_dashboard
-from tests.support import lab_acks, lab_message, lab_traffic_consumers, produce_results, through_intake
+from tests.support import count_lab_traffic, lab_message, produce_results, through_intake
 
 pytestmark = pytest.mark.e2e
 STAFF_TOKEN = "staff-browser-token"
@@ -78,20 +75,8 @@ def fill(settings: Settings) -> dict[str, str]:
     answers = through_intake(settings, payloads)
     assert answers == [a for lab in SENT for _, a in control_ids(lab)]
     produce_results(settings, [*history("LAB-ALPHA", 5), *history("LAB-BETA", 30)])  # type: ignore[list-item]
-    worker = build_worker(settings)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        with lab_traffic_consumers(settings):
-            expected = {lab: (sum(n.values()), n["AE"], n["AR"], n["AE"] + n["AR"])
-                        for lab, n in SENT.items()}
-            wait_until(lambda: lab_acks(settings) == expected, timeout_s=60, what="lab traffic counted")
-            total = sum(len(history(lab, 0)) + SENT[lab]["AA"] for lab in SENT)
-            wait_until(lambda: stored(settings, "SELECT count(*) FROM results") == total, timeout_s=60,
-                       what="results stored")
-    finally:
-        worker.stop()
-        thread.join(30)
+    total = sum(len(history(lab, 0)) + SENT[lab]["AA"] for lab in SENT)
+    count_lab_traffic(settings, SENT, lambda: stored(settings, "SELECT count(*) FROM results") == total)
     # the first AE of lab A was replayed by an operator, and failed again
     replayed = stored(settings, "SELECT rejection_id FROM lab_rejections "
                                 "WHERE message_control_id = 'ALPHA-AE-0'")
