@@ -8,7 +8,7 @@ import os
 import secrets
 import socket
 import ssl
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -212,6 +212,28 @@ def lab_traffic_consumers(settings: Settings) -> Iterator[None]:
             loop.stop()
         for thread in threads:
             thread.join(30)
+
+
+def count_lab_traffic(settings: Settings, sent: Mapping[str, Mapping[str, int]],
+                      stored: Callable[[], bool]) -> None:
+    """The worker (results consumer and lab-traffic consumers, in threads) runs until every lab's
+    messages are counted (`sent`: lab → ACK code → messages) and `stored()` holds."""
+    import threading
+
+    from services.worker.app import build_worker
+
+    worker = build_worker(settings)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        with lab_traffic_consumers(settings):
+            expected = {lab: (sum(n.values()), n["AE"], n["AR"], n["AE"] + n["AR"])
+                        for lab, n in sent.items()}
+            wait_until(lambda: lab_acks(settings) == expected, timeout_s=60, what="lab traffic counted")
+            wait_until(stored, timeout_s=60, what="results stored")
+    finally:
+        worker.stop()
+        thread.join(30)
 
 
 def lab_acks(settings: Settings) -> dict[str, tuple[int, int, int, int]]:

@@ -9,11 +9,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
 
 import uvicorn
-from fastapi import Body, FastAPI, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import (
     REGISTRY,
@@ -29,7 +28,7 @@ from services.core.logs import configure_logging, get_logger
 from services.core.ops_http import add_ops_routes
 from services.core.reference import load_geography
 from services.dashboard.api import create_router
-from services.dashboard.auth import COOKIE_NAME, Authenticator
+from services.dashboard.auth import COOKIE_NAME, Authenticator, add_session_routes
 from services.dashboard.names import load_names
 from services.dashboard.portal import add_portal
 from services.dashboard.queries import connection, lab_report, refresh_rollups
@@ -120,23 +119,13 @@ def build_app(
 
     add_ops_routes(app, not_ready, registry)
 
-    @app.post("/login")
-    def login(request: Request, token: Annotated[str, Body(embed=True)]) -> JSONResponse:
-        principal = auth.verify(token.strip())
+    def staff_sign_in(token: str) -> dict[str, str]:
+        principal = auth.verify(token)
         if principal is None:
-            return JSONResponse({"detail": "unknown or expired token"}, status_code=401)
-        response = JSONResponse({"subject": principal.subject})
-        response.set_cookie(
-            COOKIE_NAME, token.strip(), httponly=True, samesite="strict", path="/",
-            secure=settings.dashboard_secure_cookie or request.url.scheme == "https",
-        )
-        return response
+            raise HTTPException(401, "unknown or expired token")
+        return {"subject": principal.subject}
 
-    @app.post("/logout")
-    def logout() -> JSONResponse:
-        response = JSONResponse({"status": "logged out"})
-        response.delete_cookie(COOKIE_NAME, path="/")
-        return response
+    add_session_routes(app, "", COOKIE_NAME, settings.dashboard_secure_cookie, staff_sign_in)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

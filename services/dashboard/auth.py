@@ -4,17 +4,23 @@ A request authenticates with `Authorization: Bearer <token>` or with the session
 `POST /login` sets in a browser (HttpOnly, SameSite=Strict: page scripts cannot read it and other
 sites cannot send it). Either kind of token is accepted in both places: a JWT is recognised by its
 shape (three dot-separated parts) and verified (signature, expiry, issuer and audience when set).
+
+`add_session_routes` is the browser login and logout of both the dashboard (`/login`, staff) and the
+lab portal (`/portal/login`, a lab): the same cookie policy, each with its own cookie, path and check
+of the token.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
-from fastapi import HTTPException, Request
+from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from services.core.config import Settings
 
@@ -91,6 +97,38 @@ class Authenticator:
         if principal is None:
             raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
         return principal
+
+
+def add_session_routes(
+    app: FastAPI, base: str, cookie: str, secure_cookie: bool, sign_in: Callable[[str], dict[str, str]],
+) -> None:
+    """`POST <base>/login {"token": …}` and `POST <base>/logout` for a page under `base` ('' or '/portal').
+
+    `sign_in` checks the token and says who it is (the JSON answer), or raises HTTPException (its status
+    and detail are the answer, and no cookie is set). A good token goes into the cookie `cookie`: HttpOnly
+    (page scripts cannot read it), SameSite=Strict (another site cannot make the browser send it, so no
+    cross-site request can use the session), scoped to `base` (the dashboard's cookie reaches the
+    dashboard, the portal's only `/portal`), Secure when configured or over https.
+    """
+    path = base or "/"
+
+    @app.post(f"{base}/login")
+    def login(request: Request, token: Annotated[str, Body(embed=True)]) -> JSONResponse:
+        token = token.strip()
+        try:
+            signed_in = sign_in(token)
+        except HTTPException as exc:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        response = JSONResponse(signed_in)
+        response.set_cookie(cookie, token, httponly=True, samesite="strict", path=path,
+                            secure=secure_cookie or request.url.scheme == "https")
+        return response
+
+    @app.post(f"{base}/logout")
+    def logout() -> JSONResponse:
+        response = JSONResponse({"status": "logged out"})
+        response.delete_cookie(cookie, path=path)
+        return response
 
 
 def _pem(value: str | None) -> str | None:

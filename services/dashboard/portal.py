@@ -25,14 +25,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, Response
 from sqlalchemy import Engine
 
 from services.core.config import Settings
 from services.core.lab_tokens import token_fingerprint, token_lab_id, verify_token
 from services.dashboard.api import json_response, query_error
-from services.dashboard.auth import Authenticator
+from services.dashboard.auth import Authenticator, add_session_routes
 from services.dashboard.portal_queries import (
     DEFAULT_PORTAL_DAYS,
     MAX_PORTAL_DAYS,
@@ -119,24 +119,8 @@ def add_portal(
     def page() -> FileResponse:
         return FileResponse(static / "portal.html", headers={"Cache-Control": "no-cache"})
 
-    @app.post("/portal/login")
-    def login(request: Request, token: Annotated[str, Body(embed=True)]) -> JSONResponse:
-        try:
-            principal = auth.verify(token.strip())
-        except HTTPException as exc:
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-        response = JSONResponse({"lab": principal.lab})
-        response.set_cookie(
-            PORTAL_COOKIE, token.strip(), httponly=True, samesite="strict", path="/portal",
-            secure=settings.dashboard_secure_cookie or request.url.scheme == "https",
-        )
-        return response
-
-    @app.post("/portal/logout")
-    def logout() -> JSONResponse:
-        response = JSONResponse({"status": "logged out"})
-        response.delete_cookie(PORTAL_COOKIE, path="/portal")
-        return response
+    add_session_routes(app, "/portal", PORTAL_COOKIE, settings.dashboard_secure_cookie,
+                       lambda token: {"lab": auth.verify(token).lab})
 
     router = APIRouter(prefix="/portal/api/v1")
 

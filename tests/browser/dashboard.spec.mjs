@@ -5,43 +5,18 @@
 // The scenario (written by tests/e2e/test_dashboard_browser.py): url, token, screenshot path and the
 // numbers expected from the open-data files. Exits non-zero with the reason on the first failed check.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const require = createRequire(new URL('../../services/dashboard/web/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
+import { loadScenario, openChromium, run } from './chromium.mjs';
 
-const scenario = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-const profile = mkdtempSync(join(tmpdir(), 'labflow-chromium-'));
+const scenario = loadScenario();
 mkdirSync(scenario.downloads, { recursive: true });
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  acceptDownloads: true,
-  locale: 'fr-FR',
-  timezoneId: 'Europe/Paris',
-  viewport: { width: 1400, height: 1000 },
-  args: ['--headless', '--lang=fr-FR', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
-});
-const page = context.pages()[0] || await context.newPage();
-const problems = [];
-page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
 // the 401s before logging in (and for the wrong token) are expected; any other error is not
-page.on('console', (message) => {
-  if (message.type() === 'error' && !message.text().includes('status of 401')) problems.push(`console: ${message.text()}`);
+const browser = await openChromium(scenario, {
+  viewport: { width: 1400, height: 1000 }, acceptDownloads: true, expectedErrors: /status of 401/,
 });
-// offline: anything not served by the dashboard itself fails the test
-await page.route('**/*', (route) => (route.request().url().startsWith(scenario.url)
-  ? route.continue() : route.abort()));
-
-async function ready(after) {
-  await page.waitForFunction((v) => document.body.dataset.state === 'ready'
-    && Number(document.body.dataset.version || 0) > v, after, { timeout: 15000 });
-  return Number(await page.getAttribute('body', 'data-version'));
-}
+const { page, ready } = browser;
 
 async function seriesRow(day) {
   return page.$$eval(`#series-table tr[data-day="${day}"] td`, (tds) => tds.map((td) => td.textContent));
@@ -65,7 +40,7 @@ async function downloaded(selector, keepAs) {
   return { name: download.suggestedFilename(), body: readFileSync(path) };
 }
 
-try {
+await run(scenario, browser, async () => {
   await page.goto(scenario.url);
   await page.waitForSelector('#login:not([hidden])');
   assert.equal(await page.getAttribute('html', 'lang'), 'fr', 'French by default');
@@ -223,14 +198,5 @@ try {
   version = await ready(version);
   assert.equal(await page.textContent('header h1 span'), 'tableau de bord épidémiologique');
 
-  assert.deepEqual(problems, []);
-  console.log(`ok: ${scenario.screenshot}`);
-} catch (error) {
-  await page.screenshot({ path: scenario.screenshot, fullPage: true }).catch(() => {});
-  console.error(error.stack || String(error));
-  if (problems.length) console.error(problems.join('\n'));
-  process.exitCode = 1;
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+  return scenario.screenshot;
+});

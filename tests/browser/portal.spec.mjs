@@ -6,40 +6,14 @@
 // their token, what they sent and what they must never see (the other lab, its message ids, identities).
 // Exits non-zero with the reason on the first failed check.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const require = createRequire(new URL('../../services/dashboard/web/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
+import { loadScenario, openChromium, run } from './chromium.mjs';
 
-const scenario = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-const profile = mkdtempSync(join(tmpdir(), 'labflow-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  locale: 'fr-FR',
-  timezoneId: 'Europe/Paris',
-  viewport: { width: 1300, height: 900 },
-  args: ['--headless', '--lang=fr-FR', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
-});
-const page = context.pages()[0] || await context.newPage();
-const problems = [];
-page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+const scenario = loadScenario();
 // 401s (before logging in, a wrong token, the staff API) and 403s are expected; any other error is not
-page.on('console', (message) => {
-  if (message.type() === 'error' && !/status of 40[13]/.test(message.text())) problems.push(`console: ${message.text()}`);
-});
-await page.route('**/*', (route) => (route.request().url().startsWith(scenario.url)
-  ? route.continue() : route.abort()));
-
-async function ready(after) {
-  await page.waitForFunction((v) => document.body.dataset.state === 'ready'
-    && Number(document.body.dataset.version || 0) > v, after, { timeout: 15000 });
-  return Number(await page.getAttribute('body', 'data-version'));
-}
+const browser = await openChromium(scenario, { viewport: { width: 1300, height: 900 }, expectedErrors: /status of 40[13]/ });
+const { page, ready } = browser;
 const plain = (value) => value.replace(/[\s\u202f\u00a0]/g, '');
 const tile = async (key) => plain(await page.textContent(`#summary [data-key="${key}"] dd`));
 
@@ -93,7 +67,7 @@ async function checkLab(lab, shotName) {
   if (shotName) await page.screenshot({ path: join(scenario.artifacts, shotName), fullPage: true });
 }
 
-try {
+await run(scenario, browser, async () => {
   const a = scenario.a;
   const b = scenario.b;
   await page.goto(`${scenario.url}/portal`);
@@ -143,14 +117,5 @@ try {
   // lab B's delays are late (30 h and more): the day rows say so
   assert.ok((await page.$$('#days-table tbody tr.late')).length >= 1, 'late days marked');
 
-  assert.deepEqual(problems, []);
-  console.log(`ok: ${join(scenario.artifacts, 'portal.png')}`);
-} catch (error) {
-  await page.screenshot({ path: scenario.screenshot, fullPage: true }).catch(() => {});
-  console.error(error.stack || String(error));
-  if (problems.length) console.error(problems.join('\n'));
-  process.exitCode = 1;
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+  return join(scenario.artifacts, 'portal.png');
+});

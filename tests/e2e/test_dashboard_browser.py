@@ -7,10 +7,7 @@ dashboard-en.png)."""
 from __future__ import annotations
 
 import csv
-import json
 import math
-import shutil
-import subprocess
 import threading
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -18,8 +15,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from labflow_testkit.infrastructure import settings_env
-from labflow_testkit.processes import ServiceProcess, free_port, http_status, wait_until
+from labflow_testkit.processes import wait_until
 from labflow_testkit.results import make_result
 from services.core.config import REPO_ROOT, Settings
 from services.core.db.engine import make_engine
@@ -28,11 +24,9 @@ from services.core.kafka import producer_config
 from services.gateway.labs import LabDirectory
 from services.opendata.export import export
 from services.worker.app import build_worker
+from tests.e2e.browser import ARTIFACTS, require_node_and_chromium, run_spec, running_dashboard
 
 pytestmark = pytest.mark.e2e
-SPEC = REPO_ROOT / "tests" / "browser" / "dashboard.spec.mjs"
-ARTIFACTS = REPO_ROOT / "tests" / "browser" / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
 DAYS = 60
 # the data ends yesterday, so that the last collection days are provisional as they would be live
 TODAY = datetime.now(UTC).date()
@@ -161,11 +155,7 @@ def expectations(folder: Path) -> dict[str, object]:
 
 
 def test_the_page_in_chromium(fresh_settings: Settings, tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is missing: `make test` installs it (apt-get install chromium)", pytrace=False)
-    node = shutil.which("node")
-    if node is None or not (REPO_ROOT / "services/dashboard/web/node_modules/playwright-core").exists():
-        pytest.fail("node or playwright-core is missing: run `make install`", pytrace=False)
+    node = require_node_and_chromium()
     if not (REPO_ROOT / "services/dashboard/static/vendor/uPlot.iife.min.js").exists():
         pytest.fail("the vendored uPlot is missing: run `make install`", pytrace=False)
 
@@ -177,22 +167,8 @@ def test_the_page_in_chromium(fresh_settings: Settings, tmp_path: Path) -> None:
     fill(settings, epidemic())
     export(settings, datetime.now(UTC))
 
-    port = free_port()
-    env = settings_env(settings, LABFLOW_DASHBOARD_PORT=str(port), LABFLOW_DASHBOARD_TOKENS=TOKEN)
-    service = ServiceProcess("dashboard", env, tmp_path)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: http_status(f"{url}/readyz") == 200, timeout_s=60,
-                   what=f"dashboard ready {service.log()}")
-        ARTIFACTS.mkdir(exist_ok=True)
-        scenario = {"url": url, "token": TOKEN, "screenshot": str(tmp_path / "dashboard.png"),
+    with running_dashboard(settings, tmp_path, TOKEN) as dashboard:
+        scenario = {"url": dashboard.url, "token": TOKEN, "screenshot": str(tmp_path / "dashboard.png"),
                     "artifacts": str(ARTIFACTS), "downloads": str(tmp_path / "downloads"),
                     "expected": expectations(settings.opendata_path)}
-        (tmp_path / "scenario.json").write_text(json.dumps(scenario))
-        run = subprocess.run([node, str(SPEC), str(tmp_path / "scenario.json")], capture_output=True,
-                             text=True, timeout=180, cwd=REPO_ROOT)
-        if (tmp_path / "dashboard.png").exists():
-            shutil.copy(tmp_path / "dashboard.png", ARTIFACTS / "dashboard.png")
-        assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n--- dashboard log ---\n{service.log()}"
-    finally:
-        service.stop()
+        run_spec(node, "dashboard.spec.mjs", scenario, tmp_path, dashboard)

@@ -58,17 +58,10 @@ def message(control_id: str, size: int | None = None) -> bytes:
     return padded
 
 
-class Gateway(ServiceProcess):
-    """`labflow gateway [--http]` as a real process."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path, http: bool = False) -> None:
-        super().__init__("gateway", env, log_dir, *(["--http"] if http else []))
-
-
 @dataclass
 class Running:
     settings: Settings
-    gateway: Gateway
+    gateway: ServiceProcess
     token: str
 
     @property
@@ -76,37 +69,51 @@ class Running:
         return http_status(f"http://127.0.0.1:{self.settings.gateway_ops_port}/readyz")
 
 
+class Gateways:
+    """Starts `labflow gateway [--http]` as a real process for one test, LAB registered with an HTTP token;
+    the `gateways` fixture stops every gateway started at the end of the test, passed or failed."""
+
+    def __init__(self, settings: Settings, token: str, log_dir: Path) -> None:
+        self.settings, self.token, self.log_dir = settings, token, log_dir
+        self._started: list[ServiceProcess] = []
+
+    def start(
+        self, settings: Settings | None = None, http: bool = False, wait_ready: bool = True, **env: str
+    ) -> Running:
+        settings = settings or self.settings
+        args = ["--http"] if http else []
+        gateway = ServiceProcess("gateway", settings_env(settings, **env), self.log_dir, *args)
+        self._started.append(gateway)
+        running = Running(settings, gateway, self.token)
+
+        def up() -> bool:
+            assert gateway.proc.poll() is None, f"the gateway exited:\n{gateway.log()}"
+            listening = port_open(settings.mllp_port) and (not http or port_open(settings.http_port))
+            return listening and (not wait_ready or running.readyz == 200)
+
+        wait_until(up, timeout_s=60, what="the gateway")
+        return running
+
+    def stop_all(self) -> None:
+        for gateway in self._started:
+            gateway.stop()
+
+
 @pytest.fixture
-def lab_settings(fresh_settings: Settings) -> Iterator[tuple[Settings, str]]:
+def gateways(fresh_settings: Settings, tmp_path: Path) -> Iterator[Gateways]:
     settings = fresh_settings.model_copy(
         update={"mllp_port": free_port(), "gateway_ops_port": free_port(), "http_port": free_port()}
     )
     engine = make_engine(settings.require_database())
     directory = LabDirectory(engine)
     directory.add(LAB, "Transport test laboratory", None, None)
-    token = directory.issue_token(LAB)
+    token = directory.issue_token(LAB) or ""
     engine.dispose()
-    yield settings, token
-
-
-def start(
-    lab_settings: tuple[Settings, str],
-    tmp_path: Path,
-    http: bool = False,
-    wait_ready: bool = True,
-    **env: str,
-) -> Running:
-    settings, token = lab_settings
-    gateway = Gateway(settings_env(settings, **env), tmp_path, http=http)
-    running = Running(settings, gateway, token)
-
-    def up() -> bool:
-        assert gateway.proc.poll() is None, f"the gateway exited:\n{gateway.log()}"
-        listening = port_open(settings.mllp_port) and (not http or port_open(settings.http_port))
-        return listening and (not wait_ready or running.readyz == 200)
-
-    wait_until(up, timeout_s=60, what="the gateway")
-    return running
+    started = Gateways(settings, token, tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop_all()
 
 
 def send(port: int, *payloads: bytes) -> list[Ack]:
@@ -130,11 +137,11 @@ def rejection_with_digest(settings: Settings, sha256: str) -> object:
 # --- finding 4: messages near the size limit ------------------------------------------------------
 
 
-def test_mllp_messages_at_the_size_limit(lab_settings: tuple[Settings, str], tmp_path: Path) -> None:
+def test_mllp_messages_at_the_size_limit(gateways: Gateways) -> None:
     """Before: a 1,010,720-byte message (under the 1 MiB limit) closed the connection with no ACK
     (the producer's 1,000,000-byte default). Now: limit − 1 and limit get AA, limit + 1 gets AR saying
     the limit, with its SHA-256 (not the payload) on the rejected topic; the connection goes on."""
-    running = start(lab_settings, tmp_path)
+    running = gateways.start()
     limit = running.settings.mllp_max_message_bytes
     assert limit == MIB
     over = message("SIZE+1", limit + 1)
@@ -154,12 +161,12 @@ def test_mllp_messages_at_the_size_limit(lab_settings: tuple[Settings, str], tmp
     assert (rejection.ack_code, rejection.message_control_id) == ("AR", "SIZE+1")  # type: ignore[attr-defined]
 
 
-def test_http_bodies_at_the_size_limit(lab_settings: tuple[Settings, str], tmp_path: Path) -> None:
+def test_http_bodies_at_the_size_limit(gateways: Gateways) -> None:
     """Before: bodies of 1–2 MB under the documented limit got 500 {"error":"internal"}. Now: limit − 1
     and limit are processed (200, accepted), limit + 1 gets 413 with a JSON reason, its SHA-256 on the
     rejected topic. The body limit is set to 1 MiB here to keep the test light; the Kafka limits the
     gateway derives from it are what is under test."""
-    running = start(lab_settings, tmp_path, http=True, LABFLOW_HTTP_MAX_BODY_BYTES=str(MIB))
+    running = gateways.start(http=True, LABFLOW_HTTP_MAX_BODY_BYTES=str(MIB))
     url = f"http://127.0.0.1:{running.settings.http_port}/v1/results/hl7"
     auth = {"Authorization": f"Bearer {running.token}"}
     with httpx.Client(timeout=60) as client:
@@ -182,7 +189,7 @@ def test_http_bodies_at_the_size_limit(lab_settings: tuple[Settings, str], tmp_p
 
 
 def test_trickling_connections_are_closed_by_deadlines_and_labs_are_still_served_fast(
-    lab_settings: tuple[Settings, str], tmp_path: Path
+    gateways: Gateways,
 ) -> None:
     """Before: a per-read timeout let one byte per few seconds hold a connection for ever. Now, with
     280 hostile connections: 200 from one address start a frame and trickle a byte a second (closed by
@@ -194,8 +201,7 @@ def test_trickling_connections_are_closed_by_deadlines_and_labs_are_still_served
     machine cannot blur them. The lab's latency under attack is a figure for `load_tests`, printed
     here only."""
     frame_deadline, first_message_deadline = 8.0, 3.0
-    running = start(
-        lab_settings, tmp_path,
+    running = gateways.start(
         LABFLOW_MLLP_READ_TIMEOUT_S=str(frame_deadline),
         LABFLOW_MLLP_FIRST_MESSAGE_TIMEOUT_S=str(first_message_deadline),
         LABFLOW_MLLP_MAX_CONNECTIONS_PER_ADDRESS="200",
@@ -312,17 +318,15 @@ class TcpProxy:
         self._server.close()
 
 
-def test_readyz_is_503_while_kafka_is_away_and_the_gateway_recovers_by_itself(
-    lab_settings: tuple[Settings, str], tmp_path: Path
-) -> None:
+def test_readyz_is_503_while_kafka_is_away_and_the_gateway_recovers_by_itself(gateways: Gateways) -> None:
     """Before: /readyz 200 throughout a Kafka outage. The gateway starts against a bootstrap port with
     nothing on it: /readyz 503, messages AE (labs send again), the process stays up; then Kafka comes
     (a proxy to the real broker on that port): /readyz 200 and AA, with no restart."""
-    settings, _ = lab_settings
+    settings = gateways.settings
     bootstrap_port = free_port()
     kafka_port = int(settings.require_kafka().rpartition(":")[2])
-    away = (settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{bootstrap_port}"}), lab_settings[1])
-    running = start(away, tmp_path, wait_ready=False, LABFLOW_DELIVERY_TIMEOUT_S="2")
+    away = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{bootstrap_port}"})
+    running = gateways.start(away, wait_ready=False, LABFLOW_DELIVERY_TIMEOUT_S="2")
     for _ in range(3):
         assert running.readyz == 503
         time.sleep(0.5)
@@ -342,12 +346,10 @@ def test_readyz_is_503_while_kafka_is_away_and_the_gateway_recovers_by_itself(
 # --- drain on SIGTERM -----------------------------------------------------------------------------
 
 
-def test_sigterm_drains_answers_what_is_in_flight_and_exits_0(
-    lab_settings: tuple[Settings, str], tmp_path: Path
-) -> None:
+def test_sigterm_drains_answers_what_is_in_flight_and_exits_0(gateways: Gateways) -> None:
     """On SIGTERM: new connections refused, a connection waiting between messages closed, a message
     being received still answered AA (its frame completes after the signal), then exit 0."""
-    running = start(lab_settings, tmp_path)
+    running = gateways.start()
     port = running.settings.mllp_port
 
     async def scenario() -> tuple[Ack, bytes, bool]:

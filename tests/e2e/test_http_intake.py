@@ -9,7 +9,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,8 +20,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
-from labflow_testkit.infrastructure import isolated_settings, settings_env
-from labflow_testkit.processes import ServiceProcess, free_port, http_status, port_open, wait_until
+from labflow_testkit.processes import free_port, wait_until
 from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
 from services.core.domain.rejection import Rejection
@@ -33,18 +32,11 @@ from services.gateway.labs import LabDirectory, registry_for
 from services.gateway.publish import KafkaPublisher
 from services.simulator.client import Ack
 from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
-from tests.conftest import Infrastructure
+from tests.e2e.conftest import HttpStack
 from tests.support import mllp_send
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
-
-class HttpGateway(ServiceProcess):
-    """`labflow gateway --http` as a real process."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        super().__init__("gateway", env, log_dir, "--http")
 
 
 @dataclass(frozen=True)
@@ -62,46 +54,15 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    log_dir = tmp_path_factory.mktemp("http-intake")
-    with isolated_settings(infrastructure.kafka_bootstrap, infrastructure.database_url) as base:
-        settings = base.model_copy(
-            update={
-                "mllp_port": free_port(),
-                "http_port": free_port(),
-                "gateway_ops_port": free_port(),
-                "worker_ops_port": free_port(),
-                "lab_registry_refresh_s": 1.0,
-            }
-        )
-        engine = make_engine(settings.require_database())
-        directory = LabDirectory(engine)
-        tokens = {}
-        for lab_id, finess in (("LAB-HTTP", "2A0000018"), ("LAB-OTHER", None), ("LAB-OFF", None)):
-            directory.add(lab_id, lab_id.title(), finess, None)
-            tokens[lab_id] = directory.issue_token(lab_id) or ""
-        env = settings_env(settings)
-        procs = [HttpGateway(env, log_dir), ServiceProcess("worker", env, log_dir)]
-        try:
+def http_stack_labs() -> dict[str, str | None]:
+    return {"LAB-HTTP": "2A0000018", "LAB-OTHER": None, "LAB-OFF": None}
 
-            def ready() -> bool:
-                for p in procs:
-                    assert p.proc.poll() is None, f"{p.name} exited:\n{p.log()}"
-                return (
-                    port_open(settings.mllp_port)
-                    and port_open(settings.http_port)
-                    and http_status(f"http://127.0.0.1:{settings.worker_ops_port}/readyz") == 200
-                )
 
-            wait_until(ready, timeout_s=60, what="gateway (MLLP + HTTP) and worker")
-            with httpx.Client(base_url=f"http://127.0.0.1:{settings.http_port}", timeout=30) as client:
-                yield Stack(
-                    settings, client, tokens["LAB-HTTP"], tokens["LAB-OTHER"], tokens["LAB-OFF"], directory
-                )
-        finally:
-            for p in procs:
-                p.stop()
-            engine.dispose()
+@pytest.fixture(scope="module")
+def stack(http_stack: HttpStack) -> Stack:
+    tokens = http_stack.tokens
+    return Stack(http_stack.settings, http_stack.http, tokens["LAB-HTTP"], tokens["LAB-OTHER"],
+                 tokens["LAB-OFF"], http_stack.directory)
 
 
 def stored(settings: Settings, *specimen_ids: str) -> list[tuple[Any, ...]]:

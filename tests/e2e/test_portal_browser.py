@@ -7,32 +7,23 @@ to tests/browser/artifacts/ (portal.png, portal-en.png, portal-lab-b.png)."""
 
 from __future__ import annotations
 
-import json
 import random
-import shutil
-import subprocess
-import threading
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from labflow_testkit.infrastructure import settings_env
-from labflow_testkit.processes import ServiceProcess, free_port, http_status, wait_until
 from labflow_testkit.results import make_result
-from services.core.config import REPO_ROOT, Settings
+from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
 from services.gateway.labs import LabDirectory
 from services.gateway.rejections import ReplayLog
 from services.simulator.oru import random_patient
-from services.worker.app import build_worker
-from tests.support import lab_acks, lab_message, lab_traffic_consumers, produce_results, through_intake
+from tests.e2e.browser import ARTIFACTS, require_node_and_chromium, run_spec, running_dashboard
+from tests.support import count_lab_traffic, lab_message, produce_results, through_intake
 
 pytestmark = pytest.mark.e2e
-SPEC = REPO_ROOT / "tests" / "browser" / "portal.spec.mjs"
-ARTIFACTS = REPO_ROOT / "tests" / "browser" / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
 STAFF_TOKEN = "staff-browser-token"
 # lab -> answer -> messages sent today through the intake
 SENT = {"LAB-ALPHA": {"AA": 6, "AE": 2, "AR": 1}, "LAB-BETA": {"AA": 4, "AE": 0, "AR": 3}}
@@ -84,20 +75,8 @@ def fill(settings: Settings) -> dict[str, str]:
     answers = through_intake(settings, payloads)
     assert answers == [a for lab in SENT for _, a in control_ids(lab)]
     produce_results(settings, [*history("LAB-ALPHA", 5), *history("LAB-BETA", 30)])  # type: ignore[list-item]
-    worker = build_worker(settings)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        with lab_traffic_consumers(settings):
-            expected = {lab: (sum(n.values()), n["AE"], n["AR"], n["AE"] + n["AR"])
-                        for lab, n in SENT.items()}
-            wait_until(lambda: lab_acks(settings) == expected, timeout_s=60, what="lab traffic counted")
-            total = sum(len(history(lab, 0)) + SENT[lab]["AA"] for lab in SENT)
-            wait_until(lambda: stored(settings, "SELECT count(*) FROM results") == total, timeout_s=60,
-                       what="results stored")
-    finally:
-        worker.stop()
-        thread.join(30)
+    total = sum(len(history(lab, 0)) + SENT[lab]["AA"] for lab in SENT)
+    count_lab_traffic(settings, SENT, lambda: stored(settings, "SELECT count(*) FROM results") == total)
     # the first AE of lab A was replayed by an operator, and failed again
     replayed = stored(settings, "SELECT rejection_id FROM lab_rejections "
                                 "WHERE message_control_id = 'ALPHA-AE-0'")
@@ -119,33 +98,16 @@ def expected(lab: str, other: str) -> dict[str, object]:
 
 def test_the_lab_portal_in_chromium_shows_a_lab_its_own_traffic_only(fresh_settings: Settings,
                                                                         tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is missing: `make test` installs it (apt-get install chromium)", pytrace=False)
-    node = shutil.which("node")
-    if node is None or not (REPO_ROOT / "services/dashboard/web/node_modules/playwright-core").exists():
-        pytest.fail("node or playwright-core is missing: run `make install`", pytrace=False)
+    node = require_node_and_chromium()
     tokens = fill(fresh_settings)
 
-    port = free_port()
-    env = settings_env(fresh_settings, LABFLOW_DASHBOARD_PORT=str(port), LABFLOW_DASHBOARD_TOKENS=STAFF_TOKEN)
-    service = ServiceProcess("dashboard", env, tmp_path)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: http_status(f"{url}/readyz") == 200, timeout_s=60,
-                   what=f"dashboard ready {service.log()}")
-        ARTIFACTS.mkdir(exist_ok=True)
+    with running_dashboard(fresh_settings, tmp_path, STAFF_TOKEN) as dashboard:
         scenario = {
-            "url": url, "artifacts": str(ARTIFACTS), "screenshot": str(tmp_path / "portal-failure.png"),
+            "url": dashboard.url, "artifacts": str(ARTIFACTS),
+            "screenshot": str(tmp_path / "portal-failure.png"),
             "a": {"token": tokens["LAB-ALPHA"], **expected("LAB-ALPHA", "LAB-BETA")},
             "b": {"token": tokens["LAB-BETA"], **expected("LAB-BETA", "LAB-ALPHA")},
             "replayed": "ALPHA-AE-0",
         }
-        (tmp_path / "scenario.json").write_text(json.dumps(scenario))
-        run = subprocess.run([node, str(SPEC), str(tmp_path / "scenario.json")], capture_output=True,
-                             text=True, timeout=180, cwd=REPO_ROOT)
-        if (tmp_path / "portal-failure.png").exists():
-            shutil.copy(tmp_path / "portal-failure.png", ARTIFACTS / "portal-failure.png")
-        assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n--- dashboard log ---\n{service.log()}"
+        run_spec(node, "portal.spec.mjs", scenario, tmp_path, dashboard)
         assert (ARTIFACTS / "portal.png").exists()
-    finally:
-        service.stop()

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +20,10 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from labflow_testkit.infrastructure import isolated_settings, settings_env
-from labflow_testkit.processes import ServiceProcess, free_port, http_status, port_open, wait_until
+from labflow_testkit.processes import wait_until
 from services.core.config import Settings
-from services.core.db.engine import libpq_url, make_engine
-from services.gateway.labs import LabDirectory
-from tests.conftest import Infrastructure
-from tests.e2e.test_http_intake import HttpGateway
+from services.core.db.engine import libpq_url
+from tests.e2e.conftest import HttpStack
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -55,47 +50,9 @@ BODIES: dict[str, tuple[str, bytes]] = {
 }
 
 
-@dataclass(frozen=True)
-class Stack:
-    settings: Settings
-    http: httpx.Client
-    token: str
-
-
 @pytest.fixture(scope="module")
-def stack(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    log_dir = tmp_path_factory.mktemp("validate")
-    with isolated_settings(infrastructure.kafka_bootstrap, infrastructure.database_url) as base:
-        settings = base.model_copy(
-            update={
-                "mllp_port": free_port(),
-                "http_port": free_port(),
-                "gateway_ops_port": free_port(),
-                "worker_ops_port": free_port(),
-            }
-        )
-        engine = make_engine(settings.require_database())
-        directory = LabDirectory(engine)
-        directory.add(LAB, "Validate", FINESS, None)
-        token = directory.issue_token(LAB) or ""
-        engine.dispose()
-        env = settings_env(settings)
-        procs = [HttpGateway(env, log_dir), ServiceProcess("worker", env, log_dir)]
-        try:
-
-            def ready() -> bool:
-                for p in procs:
-                    assert p.proc.poll() is None, f"{p.name} exited:\n{p.log()}"
-                return port_open(settings.http_port) and (
-                    http_status(f"http://127.0.0.1:{settings.worker_ops_port}/readyz") == 200
-                )
-
-            wait_until(ready, timeout_s=60, what="gateway (HTTP) and worker")
-            with httpx.Client(base_url=f"http://127.0.0.1:{settings.http_port}", timeout=30) as client:
-                yield Stack(settings, client, token)
-        finally:
-            for p in procs:
-                p.stop()
+def http_stack_labs() -> dict[str, str | None]:
+    return {LAB: FINESS}
 
 
 def kafka_records(settings: Settings) -> dict[str, int]:
@@ -133,19 +90,19 @@ def answer(response: httpx.Response) -> tuple[int, list[tuple[str, str, list[tup
     return response.status_code, items
 
 
-def test_validate_answers_what_intake_answers_and_stores_nothing(stack: Stack) -> None:
-    auth = {"Authorization": f"Bearer {stack.token}"}
-    kafka_before, rows_before = kafka_records(stack.settings), database_rows(stack.settings)
+def test_validate_answers_what_intake_answers_and_stores_nothing(http_stack: HttpStack) -> None:
+    auth = {"Authorization": f"Bearer {http_stack.tokens[LAB]}"}
+    kafka_before, rows_before = kafka_records(http_stack.settings), database_rows(http_stack.settings)
 
     validated = {
-        name: stack.http.post(f"/v1/validate?format={kind}", content=body, headers=auth)
+        name: http_stack.http.post(f"/v1/validate?format={kind}", content=body, headers=auth)
         for name, (kind, body) in BODIES.items()
     }
-    assert kafka_records(stack.settings) == kafka_before
-    assert database_rows(stack.settings) == rows_before
+    assert kafka_records(http_stack.settings) == kafka_before
+    assert database_rows(http_stack.settings) == rows_before
 
     sent = {
-        name: stack.http.post(f"/v1/results/{kind}", content=body, headers=auth)
+        name: http_stack.http.post(f"/v1/results/{kind}", content=body, headers=auth)
         for name, (kind, body) in BODIES.items()
     }
     for name in BODIES:
@@ -174,34 +131,35 @@ def test_validate_answers_what_intake_answers_and_stores_nothing(stack: Stack) -
     assert "DUPONT" not in validated["csv good and bad rows"].text
 
     # the counts see what intake stores: validation stored nothing
-    kafka_after = kafka_records(stack.settings)
+    kafka_after = kafka_records(http_stack.settings)
     assert all(kafka_after[t] > kafka_before[t] for t in kafka_before), kafka_after
     wait_until(
-        lambda: database_rows(stack.settings)["results"] > rows_before["results"],
+        lambda: database_rows(http_stack.settings)["results"] > rows_before["results"],
         timeout_s=60,
         what="intake's results in PostgreSQL",
     )
 
 
-def test_validate_authenticates_like_intake(stack: Stack) -> None:
+def test_validate_authenticates_like_intake(http_stack: HttpStack) -> None:
     body = hl7("ok_v251.hl7")
-    assert stack.http.post("/v1/validate", content=body).status_code == 401
-    wrong = stack.http.post("/v1/validate", content=body, headers={"Authorization": f"Bearer {LAB}.nope"})
+    assert http_stack.http.post("/v1/validate", content=body).status_code == 401
+    wrong = http_stack.http.post("/v1/validate", content=body,
+                                 headers={"Authorization": f"Bearer {LAB}.nope"})
     assert wrong.status_code == 401
-    auth = {"Authorization": f"Bearer {stack.token}"}
-    detected = stack.http.post("/v1/validate", content=body, headers=auth)
+    auth = {"Authorization": f"Bearer {http_stack.tokens[LAB]}"}
+    detected = http_stack.http.post("/v1/validate", content=body, headers=auth)
     assert detected.status_code == 200 and detected.json()["format"] == "hl7"
-    schema = stack.http.get("/openapi.json").json()
+    schema = http_stack.http.get("/openapi.json").json()
     assert "/v1/validate" in schema["paths"]
 
 
-def test_the_cli_says_what_intake_says(stack: Stack, tmp_path: Path) -> None:
+def test_the_cli_says_what_intake_says(http_stack: HttpStack, tmp_path: Path) -> None:
     """`labflow validate` offline gives the same ACK codes and reasons as the running gateway."""
     from typer.testing import CliRunner
 
     from services.cli import app
 
-    auth = {"Authorization": f"Bearer {stack.token}"}
+    auth = {"Authorization": f"Bearer {http_stack.tokens[LAB]}"}
     files = []
     for name, (kind, body) in BODIES.items():
         path = tmp_path / f"{name.replace(' ', '_')}.{kind}"
@@ -211,7 +169,7 @@ def test_the_cli_says_what_intake_says(stack: Stack, tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     reports = json.loads(result.output)
     for report, (name, (kind, body)) in zip(reports, BODIES.items(), strict=True):
-        over_http = stack.http.post(f"/v1/validate?format={kind}", content=body, headers=auth).json()
+        over_http = http_stack.http.post(f"/v1/validate?format={kind}", content=body, headers=auth).json()
         assert report["intake_status"] == over_http["intake_status"], name
         assert codes(report) == codes(over_http), name
 

@@ -5,7 +5,6 @@ request says; a missing, wrong, revoked or staff token is a 401 with a JSON reas
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from labflow_testkit.infrastructure import isolated_settings
-from labflow_testkit.processes import wait_until
 from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
 from services.core.domain.conformance import PLAN, judge
@@ -30,9 +28,8 @@ from services.dashboard.portal import PORTAL_COOKIE
 from services.gateway.conformance import ConformanceRecords
 from services.gateway.labs import LabDirectory
 from services.gateway.rejections import ReplayLog
-from services.worker.app import build_worker
 from tests.conftest import Infrastructure
-from tests.support import lab_acks, lab_message, lab_traffic_consumers, through_intake
+from tests.support import count_lab_traffic, lab_message, through_intake
 
 pytestmark = pytest.mark.integration
 STAFF_TOKEN = "staff-dashboard-token"
@@ -66,24 +63,12 @@ def portal(infrastructure: Infrastructure) -> Iterator[Portal]:
         payloads = [lab_message(lab, cid, answer) for lab in SENT for cid, answer in control_ids(lab)]
         assert through_intake(settings, payloads) == [a for lab in SENT for _, a in control_ids(lab)]
 
-        worker = build_worker(settings)
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        try:
-            with lab_traffic_consumers(settings):
-                expected = {lab: (sum(n.values()), n["AE"], n["AR"], n["AE"] + n["AR"])
-                            for lab, n in SENT.items()}
-                wait_until(lambda: lab_acks(settings) == expected, timeout_s=60, what="lab traffic counted")
+        def results_stored() -> bool:
+            with psycopg.connect(libpq_url(settings.require_database())) as conn:
+                row = conn.execute("SELECT sum(results) FROM lab_daily").fetchone()
+            return row is not None and row[0] == SENT["LAB-A"]["AA"] + SENT["LAB-B"]["AA"]
 
-                def results_stored() -> bool:
-                    with psycopg.connect(libpq_url(settings.require_database())) as conn:
-                        row = conn.execute("SELECT sum(results) FROM lab_daily").fetchone()
-                    return row is not None and row[0] == SENT["LAB-A"]["AA"] + SENT["LAB-B"]["AA"]
-
-                wait_until(results_stored, timeout_s=60, what="results stored")
-        finally:
-            worker.stop()
-            thread.join(30)
+        count_lab_traffic(settings, SENT, results_stored)
         with psycopg.connect(libpq_url(settings.require_database())) as conn:
             row = conn.execute(
                 "SELECT rejection_id FROM lab_rejections WHERE message_control_id = 'LAB-A-AE-0'"
@@ -181,7 +166,11 @@ def test_the_browser_login_sets_a_portal_cookie_for_that_lab(portal: Portal) -> 
     assert response.status_code == 200 and response.json() == {"lab": "LAB-B"}
     cookie = response.headers["set-cookie"]
     assert PORTAL_COOKIE in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert "Path=/portal" in cookie, "the portal's cookie is sent to the portal only"
     assert client.get("/portal/api/v1/session").json()["lab"] == "LAB-B"
+    # each login takes its own kind of token: a staff token opens no portal, a lab token no dashboard
+    assert client.post("/portal/login", json={"token": STAFF_TOKEN}).status_code == 401
+    assert client.post("/login", json={"token": portal.tokens["LAB-B"]}).status_code == 401
     assert client.post("/portal/logout").status_code == 200
     assert client.get("/portal/api/v1/session").status_code == 401
 

@@ -119,6 +119,7 @@ def test_browser_login_sets_an_http_only_cookie_and_ops_stay_open(key: rsa.RSAPr
     assert response.status_code == 200
     cookie = response.headers["set-cookie"]
     assert f"{COOKIE_NAME}=demo-token" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert "Path=/;" in cookie
     assert client.get("/api/v1/session").json() == {"subject": "token-1", "method": "token"}
     client.post("/logout")
     client.cookies.clear()
@@ -126,3 +127,14 @@ def test_browser_login_sets_an_http_only_cookie_and_ops_stay_open(key: rsa.RSAPr
 
     bearer = {"Authorization": f"Bearer {token_for(key)}"}
     assert client.get("/api/v1/session", headers=bearer).json() == {"subject": "epi-42", "method": "jwt"}
+
+
+def test_the_session_cookie_is_secure_when_configured_or_over_https() -> None:
+    def cookie(base_url: str, **values: Any) -> str:
+        app = build_app(settings(dashboard_tokens=SecretStr("demo-token"), **values))
+        response = TestClient(app, base_url=base_url).post("/login", json={"token": "demo-token"})
+        return str(response.headers["set-cookie"])
+
+    assert "Secure" not in cookie("http://testserver")
+    assert "Secure" in cookie("http://testserver", dashboard_secure_cookie=True)
+    assert "Secure" in cookie("https://testserver")

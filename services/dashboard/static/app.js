@@ -1,10 +1,7 @@
 // LabFlow dashboard: plain JS over /api/v1 (the session cookie set by POST /login authenticates it).
-// French by default, English on the language switch (the choice is remembered in localStorage).
+// French by default, English on the language switch; what it shares with the lab portal is in common.js.
 'use strict';
 
-const $ = (selector) => document.querySelector(selector);
-const SVG = 'http://www.w3.org/2000/svg';
-const DAY_MS = 86400000;
 const DAY_S = 86400;
 const MAX_COMPARED = 5;
 // incidence classes: colours of ColorBrewer's YlOrRd (7 classes), one per threshold interval
@@ -14,11 +11,11 @@ const SERIES_COLOURS = ['#1f4e9c', '#d95f02', '#1b9e77', '#7570b3', '#e7298a', '
 const OVERSEAS = ['971', '972', '973', '974', '976', '975', '977', '978'];
 
 const state = {
-  meta: null, charts: {}, departments: [], sort: { key: 'incidence', dir: -1 }, version: 0,
-  lang: 'fr', compared: [], series: [], mapShapes: null, ages: null, labs: null, mapDay: null,
+  meta: null, charts: {}, departments: [], sort: { key: 'incidence', dir: -1 },
+  compared: [], series: [], mapShapes: null, ages: null, labs: null, mapDay: null,
 };
 
-const MESSAGES = {
+i18n.messages = {
   fr: {
     'app.title': 'LabFlow — tableau de bord épidémiologique',
     'app.subtitle': 'tableau de bord épidémiologique',
@@ -121,21 +118,7 @@ const MESSAGES = {
   },
 };
 
-function t(key, params = {}) {
-  const template = MESSAGES[state.lang][key] ?? MESSAGES.fr[key] ?? key;
-  return template.replace(/\{(\w+)\}/g, (_, name) => String(params[name] ?? ''));
-}
-
-// --- formatting: French (dd/mm/yyyy, decimal comma) or English (ISO dates) --------------------------
-const locale = () => (state.lang === 'fr' ? 'fr-FR' : 'en-GB');
-const isoDay = (date) => date.toISOString().slice(0, 10);
-const addDays = (day, n) => isoDay(new Date(Date.parse(day) + n * DAY_MS));
-function fmtDay(day) {
-  if (!day) return '–';
-  if (state.lang !== 'fr') return day;
-  const [y, m, d] = day.split('-');
-  return `${d}/${m}/${y}`;
-}
+// --- formatting (dates and counts: common.js) ------------------------------------------------------
 function axisDay(seconds) {
   return new Intl.DateTimeFormat(locale(), { day: 'numeric', month: 'short', timeZone: 'UTC' })
     .format(new Date(seconds * 1000));
@@ -143,10 +126,6 @@ function axisDay(seconds) {
 function rate(value) {
   if (value === null || value === undefined) return '–';
   return new Intl.NumberFormat(locale(), { minimumFractionDigits: 2, maximumFractionDigits: 2 }).format(value);
-}
-function count(value) {
-  if (value === null || value === undefined) return '–';
-  return new Intl.NumberFormat(locale(), { maximumFractionDigits: 0 }).format(value);
 }
 const machine = (value) => (value === null || value === undefined ? '' : value.toFixed(2));
 
@@ -184,47 +163,9 @@ function classLabels() {
   return CLASS_COLOURS.map((_, i) => (i === 0 ? `< ${th[0]}` : i === th.length ? `≥ ${th[i - 1]}` : `${th[i - 1]} – ${th[i]}`));
 }
 
-// --- API -------------------------------------------------------------------------------------------
-class Unauthenticated extends Error {}
-
-async function api(path) {
-  const response = await fetch(path, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
-  if (response.status === 401) throw new Unauthenticated();
-  const body = await response.json();
-  if (!response.ok) {
-    const detail = Array.isArray(body.detail) ? body.detail.map((d) => d.msg).join('; ') : body.detail;
-    throw new Error(detail || response.statusText);
-  }
-  return body;
-}
-
-function cell(row, value, className) {
-  const td = document.createElement('td');
-  td.textContent = value;
-  if (className) td.className = className;
-  row.appendChild(td);
-  return td;
-}
-
-function svg(name, attributes = {}, text) {
-  const element = document.createElementNS(SVG, name);
-  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, String(value));
-  if (text !== undefined) element.textContent = text;
-  return element;
-}
-
 // --- language --------------------------------------------------------------------------------------
-function applyLanguage() {
-  document.documentElement.lang = state.lang;
-  document.title = t('app.title');
-  document.querySelectorAll('[data-i18n]').forEach((element) => { element.textContent = t(element.dataset.i18n); });
-  document.querySelectorAll('#language button').forEach((b) => b.setAttribute('aria-pressed', String(b.dataset.lang === state.lang)));
-}
-
 async function setLanguage(lang) {
-  state.lang = lang;
-  try { localStorage.setItem('labflow.lang', lang); } catch { /* private mode: not remembered */ }
-  applyLanguage();
+  chooseLanguage(lang);
   if (state.meta) {
     fillAgeOptions();
     fillCodes(true);
@@ -232,35 +173,6 @@ async function setLanguage(lang) {
     renderCompared();
     await refresh();
   }
-}
-
-// --- login -----------------------------------------------------------------------------------------
-function showLogin(message) {
-  $('#dashboard').hidden = true;
-  $('#logout').hidden = true;
-  $('#login').hidden = false;
-  $('#login-error').textContent = message || '';
-  $('#token').focus();
-}
-
-async function login(event) {
-  event.preventDefault();
-  const response = await fetch('/login', {
-    method: 'POST', credentials: 'same-origin',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ token: $('#token').value }),
-  });
-  if (!response.ok) {
-    showLogin(t('login.refused'));
-    return;
-  }
-  $('#token').value = '';
-  await start();
-}
-
-async function logout() {
-  await fetch('/logout', { method: 'POST', credentials: 'same-origin' });
-  showLogin();
 }
 
 // --- filters ---------------------------------------------------------------------------------------
@@ -843,25 +755,19 @@ async function refresh() {
     $('#status').textContent = f.sex === 'all' ? '' : t('sex.no_incidence');
     $('#status').classList.remove('error');
   } catch (error) {
-    if (error instanceof Unauthenticated) return showLogin(t('login.expired'));
+    if (error instanceof Unauthenticated) return sessionView.showLogin(t('login.expired'));
     $('#status').textContent = error.message;
     $('#status').classList.add('error');
   }
-  state.version += 1;
-  document.body.dataset.version = String(state.version);
+  rendered();
   document.body.dataset.state = 'ready';
 }
 
 async function start() {
-  try {
-    state.meta = await api('/api/v1/meta');
-  } catch (error) {
-    if (error instanceof Unauthenticated) return showLogin();
-    throw error;
-  }
-  $('#login').hidden = true;
-  $('#dashboard').hidden = false;
-  $('#logout').hidden = false;
+  const meta = await sessionView.begin('/api/v1/meta');
+  if (!meta) return;
+  state.meta = meta;
+  sessionView.showContent();
   showRange();
   if (!$('#filters').dataset.ready) {
     initFilters();
@@ -895,10 +801,8 @@ document.addEventListener('click', (event) => {
   }
 });
 
-try { state.lang = localStorage.getItem('labflow.lang') === 'en' ? 'en' : 'fr'; } catch { state.lang = 'fr'; }
+const sessionView = sessionControls('', '#dashboard', start);
 applyLanguage();
-$('#login-form').addEventListener('submit', login);
-$('#logout').addEventListener('click', logout);
 document.querySelectorAll('#departments-table th').forEach((th) => th.addEventListener('click', () => {
   const key = th.dataset.key;
   state.sort = { key, dir: state.sort.key === key ? -state.sort.dir : (key === 'name' || key === 'region_name' ? 1 : -1) };

@@ -1,15 +1,13 @@
 // LabFlow lab portal: one lab's own traffic, over /portal/api/v1 (the portal cookie set by POST
 // /portal/login authenticates it; the server answers only for the lab of that token).
-// French by default, English on the language switch (shared with the dashboard in localStorage).
+// French by default, English on the language switch; what it shares with the dashboard (the language
+// choice among it) is in common.js.
 'use strict';
 
-const $ = (selector) => document.querySelector(selector);
-const SVG = 'http://www.w3.org/2000/svg';
-const DAY_MS = 86400000;
 const ACK_COLOURS = { aa: '#1b9e77', ae: '#e6ab02', ar: '#d95f02' };
 const LATE_HOURS = 24;
 
-const state = { lang: 'fr', session: null, traffic: null, rejections: null, version: 0 };
+const state = { session: null, traffic: null, rejections: null };
 
 // HL7 table 0357 (message error condition codes)
 const CODES = {
@@ -28,7 +26,7 @@ const CODES = {
   },
 };
 
-const MESSAGES = {
+i18n.messages = {
   fr: {
     'app.title': 'LabFlow — portail laboratoire', 'app.subtitle': 'portail laboratoire', logout: 'Se déconnecter',
     'login.title': 'Connexion du laboratoire', 'login.token': 'Jeton HTTP du laboratoire', 'login.submit': 'Se connecter',
@@ -99,28 +97,11 @@ const MESSAGES = {
   },
 };
 
-function t(key, params = {}) {
-  const template = MESSAGES[state.lang][key] ?? MESSAGES.fr[key] ?? key;
-  return template.replace(/\{(\w+)\}/g, (_, name) => String(params[name] ?? ''));
-}
-
-const locale = () => (state.lang === 'fr' ? 'fr-FR' : 'en-GB');
-const isoDay = (date) => date.toISOString().slice(0, 10);
-const addDays = (day, n) => isoDay(new Date(Date.parse(day) + n * DAY_MS));
-function fmtDay(day) {
-  if (!day) return '–';
-  if (state.lang !== 'fr') return day;
-  const [y, m, d] = day.split('-');
-  return `${d}/${m}/${y}`;
-}
+// --- formatting (dates and counts: common.js) ------------------------------------------------------
 function fmtTime(iso) {
   if (!iso) return t('never');
   return new Intl.DateTimeFormat(locale(), { dateStyle: 'short', timeStyle: 'short', timeZone: 'UTC' })
     .format(new Date(iso)) + ' UTC';
-}
-function count(value) {
-  if (value === null || value === undefined) return '–';
-  return new Intl.NumberFormat(locale(), { maximumFractionDigits: 0 }).format(value);
 }
 const hours = (n) => (n === null || n === undefined ? '–' : t('hours', { n: count(n) }));
 function reasonLocation(reason) {
@@ -129,76 +110,17 @@ function reasonLocation(reason) {
   if (reason.component) where += `.${reason.component}`;
   return where.replace(/-$/, '');
 }
-const codeLabel = (code) => `${code} ${CODES[state.lang][Number(code)] ?? ''}`.trim();
+const codeLabel = (code) => `${code} ${CODES[i18n.lang][Number(code)] ?? ''}`.trim();
 
-// --- API -------------------------------------------------------------------------------------------
-class Unauthenticated extends Error {}
-
-async function api(path) {
-  const response = await fetch(path, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
-  if (response.status === 401) throw new Unauthenticated();
-  const body = await response.json();
-  if (!response.ok) {
-    const detail = Array.isArray(body.detail) ? body.detail.map((d) => d.msg).join('; ') : body.detail;
-    throw new Error(detail || response.statusText);
-  }
-  return body;
+// --- language and login ----------------------------------------------------------------------------
+function showLab() {
+  $('#lab').textContent = state.session ? t('lab', { lab: state.session.lab }) : '';
 }
 
-function cell(row, value, className) {
-  const td = document.createElement('td');
-  td.textContent = value;
-  if (className) td.className = className;
-  row.appendChild(td);
-  return td;
-}
-
-function svg(name, attributes = {}, text) {
-  const element = document.createElementNS(SVG, name);
-  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, String(value));
-  if (text !== undefined) element.textContent = text;
-  return element;
-}
-
-// --- language --------------------------------------------------------------------------------------
-function applyLanguage() {
-  document.documentElement.lang = state.lang;
-  document.title = t('app.title');
-  document.querySelectorAll('[data-i18n]').forEach((element) => { element.textContent = t(element.dataset.i18n); });
-  document.querySelectorAll('#language button').forEach((b) => b.setAttribute('aria-pressed', String(b.dataset.lang === state.lang)));
-  if (state.session) $('#lab').textContent = t('lab', { lab: state.session.lab });
-}
-
-// --- login -----------------------------------------------------------------------------------------
-function showLogin(message) {
+function forgetSession() {
   state.session = null;
-  $('#portal').hidden = true;
-  $('#logout').hidden = true;
-  $('#login').hidden = false;
-  $('#lab').textContent = '';
-  $('#login-error').textContent = message || '';
+  showLab();
   document.body.dataset.state = 'login';
-  $('#token').focus();
-}
-
-async function login(event) {
-  event.preventDefault();
-  const response = await fetch('/portal/login', {
-    method: 'POST', credentials: 'same-origin',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ token: $('#token').value }),
-  });
-  if (!response.ok) {
-    showLogin(t('login.refused'));
-    return;
-  }
-  $('#token').value = '';
-  await start();
-}
-
-async function logout() {
-  await fetch('/portal/logout', { method: 'POST', credentials: 'same-origin' });
-  showLogin();
 }
 
 // --- rendering -------------------------------------------------------------------------------------
@@ -413,50 +335,40 @@ async function refresh() {
       api(`/portal/api/v1/traffic?${query}`), api('/portal/api/v1/rejections?limit=50'),
     ]);
   } catch (error) {
-    if (error instanceof Unauthenticated) { showLogin(t('login.expired')); return; }
+    if (error instanceof Unauthenticated) { sessionView.showLogin(t('login.expired')); return; }
     $('#status').textContent = t('error.load', { detail: error.message });
     document.body.dataset.state = 'error';
     return;
   }
   $('#status').textContent = '';
   render();
-  state.version += 1;
-  document.body.dataset.version = String(state.version);
+  rendered();
   document.body.dataset.state = 'ready';
 }
 
 async function start() {
-  try {
-    state.session = await api('/portal/api/v1/session');
-  } catch (error) {
-    if (error instanceof Unauthenticated) { showLogin(); return; }
-    throw error;
-  }
+  const session = await sessionView.begin('/portal/api/v1/session');
+  if (!session) return;
+  state.session = session;
   const form = $('#period');
   form.to.value = state.session.today;
   form.from.value = addDays(state.session.today, -(state.session.default_days - 1));
-  $('#login').hidden = true;
-  $('#portal').hidden = false;
-  $('#logout').hidden = false;
-  applyLanguage();
+  sessionView.showContent();
+  showLab();
   await refresh();
 }
 
 document.addEventListener('click', (event) => {
   const target = event.target.closest('#language button');
   if (!target) return;
-  state.lang = target.dataset.lang;
-  try { localStorage.setItem('labflow.lang', state.lang); } catch { /* private mode: not remembered */ }
-  applyLanguage();
+  chooseLanguage(target.dataset.lang);
+  showLab();
   if (state.traffic) {
     render();
-    state.version += 1;
-    document.body.dataset.version = String(state.version);
+    rendered();
   }
 });
-$('#login-form').addEventListener('submit', login);
-$('#logout').addEventListener('click', logout);
+const sessionView = sessionControls('/portal', '#portal', start, forgetSession);
 $('#period').addEventListener('change', () => refresh());
-try { state.lang = localStorage.getItem('labflow.lang') === 'en' ? 'en' : 'fr'; } catch { state.lang = 'fr'; }
 applyLanguage();
 start();
