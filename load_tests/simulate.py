@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import multiprocessing
 import random
 import secrets
@@ -369,6 +370,11 @@ class ProcessSampler:
                 self.cpu[name].append(round((cpu - self._last[name]) / elapsed * 100, 1))
             self._last[name] = cpu
             self.rss_mb[name] = max(self.rss_mb[name], rss)
+
+    def rss_now_mb(self, name: str) -> float:
+        with contextlib.suppress(psutil.Error):
+            return float(self.procs[name].memory_info().rss / 1e6)
+        return math.nan
 
     def mean_cpu(self, name: str, until: float) -> float:
         values = [v for t, v in zip(self.times, self.cpu[name], strict=True) if t <= until]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import resource
+import threading
 
 from services.core.errors import OperatorError
 
@@ -42,3 +45,36 @@ def ensure_open_files(connections: int, setting: str) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
         soft = needed
     return soft
+
+
+class HeapTrimmer:
+    """Hands the C heap's free pages back to the system every `interval_s` (glibc `malloc_trim`).
+
+    An asyncio socket read allocates its buffer (256 KiB) with malloc and shrinks it to the bytes
+    received; at thousands of connections those short-lived blocks interleave with long-lived ones,
+    and glibc keeps the freed pages between them: the gateway's RSS grew by ~0.4 kB per message
+    without bound (labs5000: 210 MB after 2 minutes, 386 MB after 10) while the Python objects it holds
+    stayed constant (tracemalloc). A trim takes a few milliseconds in its own thread, without the GIL.
+    Does nothing where the C library has no `malloc_trim` (not glibc).
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        library = ctypes.util.find_library("c")
+        self._trim = getattr(ctypes.CDLL(library), "malloc_trim", None) if library else None
+        self._interval_s = interval_s
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heap-trim", daemon=True)
+
+    def start(self) -> HeapTrimmer:
+        if self._trim is not None:
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        assert self._trim is not None
+        while not self._stopped.wait(self._interval_s):
+            self._trim(0)
+
+    def stop(self) -> None:
+        self._stopped.set()
+

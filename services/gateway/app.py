@@ -14,7 +14,7 @@ import signal
 
 from services.core.config import Settings
 from services.core.logs import configure_logging, get_logger
-from services.core.runtime import ensure_open_files, tune_garbage_collector
+from services.core.runtime import HeapTrimmer, ensure_open_files, tune_garbage_collector
 from services.gateway.bootstrap import bootstrap
 from services.gateway.processes import gateway_ops, run_processes
 
@@ -28,6 +28,7 @@ async def serve(settings: Settings, http: bool = False) -> None:
         await registry.start()
     await server.start()
     tune_garbage_collector()
+    trimmer = HeapTrimmer().start()
     if http_server is not None:
         http_server.start()
     stop = asyncio.Event()
@@ -48,6 +49,7 @@ async def serve(settings: Settings, http: bool = False) -> None:
     if registry is not None:
         await registry.stop()
     ops.stop()
+    trimmer.stop()
     publisher.close()
     log.info("gateway stopped")
 
