@@ -12,7 +12,9 @@ message is due: the first messages are spread over a ramp-up (`--ramp-s`, 60 s b
 connection that sends nothing for 10 s is closed by the gateway), then all labs hold their
 connection for `--minutes`; the figures are those of this steady part (the ramp-up's are kept apart).
 
-Each message carries its lab's id and a unique control id; an ACK is correct when it is AA for that
+The labs are registered (`labs` table) and the gateway enforces the registry, as in production: each
+message is admitted against the gateway's in-memory snapshot of 5,000 labs, reloaded every 30 s. Each
+message carries its lab's id and a unique control id; an ACK is correct when it is AA for that
 control id (MSA-2). A connection is dropped when the gateway closes it or it fails before the end.
 Measured: ACK latency (send → ACK, exact percentiles), messages/s, wrong ACKs, dropped connections,
 the gateway's open connections (its own gauge) and closed ones by reason, its RSS (peak, VmHWM, summed
@@ -40,11 +42,15 @@ from typing import Any
 import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import insert
 
 from labflow_testkit.infrastructure import isolated_settings, settings_env
 from labflow_testkit.processes import ServiceProcess, free_port, port_open, wait_until
 from load_tests.simulate import ProcessSampler
-from services.core.config import load_settings
+from services.core.config import Settings, load_settings
+from services.core.db import tables
+from services.core.db.engine import make_engine
+from services.core.domain.model import LabMode
 from services.core.runtime import ensure_open_files
 from services.simulator.client import MllpClient
 from services.simulator.oru import build_oru_r01, random_order, random_patient
@@ -67,11 +73,29 @@ def lab_rates(labs: int, total_rate: float, seed: int) -> list[float]:
     return [size * scale for size in sizes]
 
 
+def lab_id(lab: int) -> str:
+    return f"LAB5K-{lab:04d}"
+
+
+def register_labs(settings: Settings, labs: int) -> None:
+    """The labs in the registry, in production mode, in one statement."""
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert(tables.Lab), [
+                {"lab_id": lab_id(lab), "name": f"Laboratoire {lab}", "enabled": True,
+                 "mode": LabMode.PRODUCTION.value, "time_zone": "Europe/Paris"}
+                for lab in range(labs)
+            ])
+    finally:
+        engine.dispose()
+
+
 def lab_template(lab: int, rng: random.Random) -> bytes:
     """One ORU^R01 of this lab, its control id a placeholder (one or two results)."""
     when = datetime.now(UTC) - timedelta(minutes=rng.randrange(5, 600))
     order = random_order(rng, when, observations=rng.choice((1, 2)))
-    message = build_oru_r01(f"LAB5K-{lab:04d}", CONTROL.decode(), [(random_patient(rng), [order])])
+    message = build_oru_r01(lab_id(lab), CONTROL.decode(), [(random_patient(rng), [order])])
     assert message.count(CONTROL) == 1
     return message
 
@@ -254,11 +278,11 @@ def main() -> None:
     load_average_at_start = [round(x, 2) for x in os.getloadavg()]
     info = local.up(load_settings())
     with isolated_settings(info.kafka_bootstrap, info.database_url, partitions=12) as settings:
+        register_labs(settings, args.labs)
         settings = settings.model_copy(update={
             "mllp_port": free_port(), "gateway_ops_port": free_port(), "gateway_processes": args.processes,
             "mllp_max_connections": max(args.labs, 5000), "mllp_max_connections_per_address": args.labs,
-            # the labs are not registered: the transport is what is measured
-            "lab_registry_enforced": False,
+            "lab_registry_enforced": True,
         })
         env = settings_env(settings, LABFLOW_LOG_LEVEL="WARNING")
         with tempfile.TemporaryDirectory() as logs:
