@@ -10,14 +10,15 @@ rolled back with the lost session.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 
 from services.core.consume import Fenced, PartitionProgress
 
 Cursor = psycopg.Cursor[tuple[Any, ...]]
+T = TypeVar("T")
 
 
 class FencedStore:
@@ -88,3 +89,25 @@ class FencedStore:
             )
             if cur.fetchone() is None:
                 raise Fenced(f"partition {p.partition} moved past offset {p.start_offset}")
+
+    def write_with_offsets(self, write: Callable[[Cursor], T], progress: Sequence[PartitionProgress]) -> T:
+        """`write` and the offsets of its batch in one transaction."""
+        try:
+            conn = self.conn
+            with conn.transaction(), conn.cursor() as cur:
+                self.advance_offsets(cur, progress)
+                return write(cur)
+        except psycopg.OperationalError:
+            self.lost()
+            raise
+
+    def trial(self, write: Callable[[Cursor], object]) -> None:
+        """`write` without offsets, rolled back: raises what it would raise in `write_with_offsets`."""
+        try:
+            conn = self.conn
+            with conn.transaction() as tx, conn.cursor() as cur:
+                write(cur)
+                raise psycopg.Rollback(tx)
+        except psycopg.OperationalError:
+            self.lost()
+            raise

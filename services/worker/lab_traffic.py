@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-import psycopg
 from confluent_kafka import Consumer, Message, Producer
 from pydantic import ValidationError
 
@@ -159,27 +158,11 @@ class TrafficSink:
         self.store = store
 
     def write(self, items: Sequence[Any], progress: Sequence[PartitionProgress]) -> None:
-        store = self.store
-        try:
-            conn = store.conn
-            with conn.transaction(), conn.cursor() as cur:
-                store.advance_offsets(cur, progress)
-                store.write(cur, items)
-        except psycopg.OperationalError:
-            store.lost()
-            raise
+        self.store.write_with_offsets(lambda cur: self.store.write(cur, items), progress)
         failpoints.hit("traffic-after-db-commit")
 
     def trial(self, items: Sequence[Any]) -> None:
-        store = self.store
-        try:
-            conn = store.conn
-            with conn.transaction() as tx, conn.cursor() as cur:
-                store.write(cur, items)
-                raise psycopg.Rollback(tx)
-        except psycopg.OperationalError:
-            store.lost()
-            raise
+        self.store.trial(lambda cur: self.store.write(cur, items))
 
     def stored_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
         return self.store.stored_offsets(partitions)

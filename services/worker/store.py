@@ -194,25 +194,11 @@ class ResultStore(FencedStore):
         self, results: Sequence[LabResult], progress: Sequence[PartitionProgress]
     ) -> BatchWritten:
         """Write results, their consequences and the offsets, atomically."""
-        try:
-            conn = self.conn
-            with conn.transaction(), conn.cursor() as cur:
-                self.advance_offsets(cur, progress)
-                return self._write(cur, results)
-        except psycopg.OperationalError:
-            self.lost()
-            raise
+        return self.write_with_offsets(lambda cur: self._write(cur, results), progress)
 
     def trial_write(self, results: Sequence[LabResult]) -> None:
         """The same write without offsets, rolled back: raises what `write_batch` would raise."""
-        try:
-            conn = self.conn
-            with conn.transaction() as tx, conn.cursor() as cur:
-                self._write(cur, results)
-                raise psycopg.Rollback(tx)
-        except psycopg.OperationalError:
-            self.lost()
-            raise
+        self.trial(lambda cur: self._write(cur, results))
 
     def _write(self, cur: psycopg.Cursor[tuple[Any, ...]], results: Sequence[LabResult]) -> BatchWritten:
         if not results:

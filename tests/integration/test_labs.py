@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from labflow_testkit.infrastructure import settings_env
 from services.cli import app
@@ -33,21 +33,34 @@ def engine(fresh_settings: Settings) -> Iterator[Engine]:
     engine.dispose()
 
 
+class LabsCli:
+    """`labflow labs …` against the fresh database."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.runner, self.env = CliRunner(), settings_env(settings)
+
+    def run(self, *args: str) -> Result:
+        return self.runner.invoke(app, ["labs", *args], env=self.env)
+
+    def __call__(self, *args: str) -> str:
+        """The output of a command that must succeed (exit 0)."""
+        result = self.run(*args)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+
+@pytest.fixture
+def labflow(fresh_settings: Settings) -> LabsCli:
+    return LabsCli(fresh_settings)
+
+
 def header(lab: str) -> MessageHeader:
     parsed = normalize_header(f"MSH|^~\\&|LIS|{lab}|LABFLOW|LABFLOW|20240110||ORU^R01|C1|P|2.5.1")
     assert parsed is not None
     return parsed
 
 
-def test_the_cli_registers_lists_issues_tokens_and_disables(fresh_settings: Settings, engine: Engine) -> None:
-    runner = CliRunner()
-    env = settings_env(fresh_settings)
-
-    def labflow(*args: str) -> str:
-        result = runner.invoke(app, ["labs", *args], env=env)
-        assert result.exit_code == 0, result.output
-        return result.output
-
+def test_the_cli_registers_lists_issues_tokens_and_disables(labflow: LabsCli, engine: Engine) -> None:
     assert "registered LAB-CLI" in labflow(
         "add", "LAB-CLI", "--name", "Laboratoire CLI", "--finess", "2a0000018",
         "--cert-fingerprint", FINGERPRINT,
@@ -65,11 +78,11 @@ def test_the_cli_registers_lists_issues_tokens_and_disables(fresh_settings: Sett
     assert stored.token_hash.startswith("scrypt$") and token not in stored.token_hash
     assert stored.cert_fingerprint == "ab" * 31 + "cd"
 
-    duplicate = runner.invoke(app, ["labs", "add", "LAB-CLI", "--name", "again"], env=env)
+    duplicate = labflow.run("add", "LAB-CLI", "--name", "again")
     assert duplicate.exit_code == 1 and "already registered" in duplicate.output
     for args in (["add", "LAB|X", "--name", "x"], ["add", "LAB-Y", "--name", "y", "--finess", "123"],
                  ["token", "LAB-NONE"], ["disable", "LAB-NONE"]):
-        assert runner.invoke(app, ["labs", *args], env=env).exit_code == 1
+        assert labflow.run(*args).exit_code == 1
 
 
 def test_the_registry_admits_registered_enabled_labs_only(engine: Engine) -> None:
@@ -148,16 +161,8 @@ def test_a_registry_never_loaded_is_unavailable_and_a_loaded_one_survives_outage
 
 
 def test_a_new_lab_starts_in_test_mode_with_its_department_time_zone(
-    fresh_settings: Settings, engine: Engine
+    labflow: LabsCli, engine: Engine
 ) -> None:
-    runner = CliRunner()
-    env = settings_env(fresh_settings)
-
-    def labflow(*args: str) -> str:
-        result = runner.invoke(app, ["labs", *args], env=env)
-        assert result.exit_code == 0, result.output
-        return result.output
-
     assert "in test mode, time zone Indian/Reunion" in labflow(
         "add", "LAB-974", "--name", "Laboratoire de La Réunion", "--finess", "974000019"
     )
@@ -171,9 +176,7 @@ def test_a_new_lab_starts_in_test_mode_with_its_department_time_zone(
     assert "time zone America/Martinique" in labflow(
         "add", "LAB-TZ", "--name", "Explicit", "--finess", "750000027", "--time-zone", "America/Martinique"
     )
-    wrong = runner.invoke(
-        app, ["labs", "add", "LAB-BAD", "--name", "x", "--time-zone", "Mars/Olympus"], env=env
-    )
+    wrong = labflow.run("add", "LAB-BAD", "--name", "x", "--time-zone", "Mars/Olympus")
     assert wrong.exit_code == 1 and "unknown time zone 'Mars/Olympus'" in wrong.output
     listed = {line.split("\t")[0]: line.split("\t")[-2:] for line in labflow("list").splitlines()}
     assert listed["LAB-974"] == ["test", "Indian/Reunion"]
