@@ -380,17 +380,54 @@ def state(container: str) -> tuple[bool, str]:
     return out[0] == "true", out[1].strip()
 
 
-def kill(container: str) -> None:
-    """kill -9 the container, then see it running again: podman's restart policy (the pod's
-    restartPolicy: Always) may restart it itself, else we start it, as the chaos suite's supervisor does."""
-    _, before = state(container)
-    podman("kill", "--signal", "KILL", container, capture=True)
-    wait_until(lambda: state(container)[1] != before or not state(container)[0], 60, 0.2, f"{container} dead")
-    # a container still being cleaned up refuses `start` for a moment: try until it runs
-    def running_again() -> bool:
-        return state(container)[0] or podman("start", container, check=False, capture=True).returncode == 0
+class Revival:
+    """Sees a killed container running again, as a kubelet would restart it.
 
-    wait_until(running_again, 60, 0.5, f"{container} started again")
+    podman 4.3 does not: `kube play` gives a pod the exit policy `stop`, so once its only container
+    exits the pod is stopped, and a stopped pod is left alone whatever its restartPolicy (the podman
+    event log shows kill, died, pod stop and nothing more). Starting the container alone raced with that
+    stop: started inside the stopping pod, it was stopped with it (SIGTERM, SIGKILL 10 s later) and
+    never came back (a CI run's kafka-2 stayed down for its 600 s). So the whole pod is started, and only
+    once it has been seen exited for SETTLE polls in a row, when no stop is in progress; every poll
+    checks again, so a late stop of a started pod is undone too."""
+
+    SETTLE = 5
+
+    def __init__(self, container: str) -> None:
+        self.container = container
+        self.pod = podman("inspect", "--format", "{{.Pod}}", container, capture=True).stdout.strip()
+        self.exited_polls = 0
+
+    def running(self) -> bool:
+        running, _ = state(self.container)
+        exited = not running and podman("pod", "inspect", "--format", "{{.State}}", self.pod,
+                                        capture=True).stdout.strip() == "Exited"
+        self.exited_polls = self.exited_polls + 1 if exited else 0
+        if self.exited_polls >= self.SETTLE:
+            podman("pod", "start", self.pod, check=False, capture=True)
+            self.exited_polls = 0
+        return running
+
+
+def kill(container: str) -> Revival:
+    """kill -9 the container; returns once it runs again (a new start), with what keeps it running."""
+    _, before = state(container)
+    revival = Revival(container)
+    podman("kill", "--signal", "KILL", container, capture=True)
+    wait_until(lambda: revival.running() and state(container)[1] != before, 120, 0.5,
+               f"{container} running again")
+    return revival
+
+
+def wait_back(revival: Revival, ready: Any) -> None:
+    """Wait for a killed container's service to answer; if it does not, say what podman saw."""
+    try:
+        wait_until(lambda: revival.running() and ready(), PATIENCE_S, 0.5, f"{revival.container} back")
+    except AssertionError:
+        print(podman("ps", "-a", "--format", "{{.Names}} {{.Status}}", check=False, capture=True).stdout)
+        logs = podman("logs", "--tail", "60", revival.container, check=False, capture=True)
+        print(logs.stdout + logs.stderr)
+        raise
 
 
 def test(rate: float, seconds: float, seed: int) -> int:
@@ -431,13 +468,14 @@ def _drive_and_check(settings: Settings, folder: Path, ours: Any, simulator: Any
             ("labflow-gateway-1-gateway", lambda: readyz()["gateway-1"] == 200),
             ("labflow-worker-1-worker", lambda: readyz()["worker-1"] == 200),
         ]
-        for container, _ in victims:  # one after the other, mid-stream
+        revivals = []
+        for container, ready in victims:  # one after the other, mid-stream
             log(f"kill -9 {container}")
-            kill(container)
+            revivals.append((kill(container), ready))
             kills.append(f"{container} at +{time.time() - start_at:.0f} s")
         last_kill_at = time.time()
-        for container, ready in victims:
-            wait_until(ready, PATIENCE_S, 0.5, f"{container} back")
+        for revival, ready in revivals:
+            wait_back(revival, ready)
         fault.end = time.time()
         log(f"every victim back after {fault.end - fault.start:.0f} s")
         fault.notes.extend(kills)
