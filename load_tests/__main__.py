@@ -109,13 +109,43 @@ def _get(document: dict[str, Any], *path: str) -> Any:
     return value
 
 
-def _target(what: str, value: float | None, limit: float, at_most: bool, source: str) -> dict[str, Any]:
+def _target(
+    what: str, value: float | None, limit: float, at_most: bool, source: str, before: str | None = None
+) -> dict[str, Any]:
+    """One row of the report; `before`: the figure the target was set against, where one was measured."""
     met = None if value is None else (value <= limit if at_most else value >= limit)
     return {
         "target": what, "value": value, "limit": limit, "comparison": "≤" if at_most else "≥",
         "ratio": None if value is None or not limit else round(value / limit, 2),
-        "met": met, "source": source,
+        "met": met, "source": source, "before": before,
     }
+
+
+# The figures issue #16 measured on the 2-core reference machine before its work (the "before" column).
+BEFORE_16 = {
+    "gateway_cpu": "0.33–0.39",
+    "parse_normalize": "12,309",
+    "worker": "15,000",
+}
+
+
+def performance_targets(parts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue #16's targets: CPU per message at the gateway, parse + normalize on one core, one worker."""
+    by_processes = _get(parts, "gateway", "bench_gateway-processes.json", "summary") or {}
+    rows = [
+        _target(f"gateway: CPU ms per message, {n} process{'es' if n != '1' else ''} (closed loop)",
+                _get(by_processes, n, "gateway_cpu_ms_per_message_median"), 0.12, True,
+                "bench_gateway --processes 1 2", BEFORE_16["gateway_cpu"] if n == "1" else None)
+        for n in ("1", "2")
+    ]
+    parse = _get(parts, "parse", "bench_parse.json", "messages_per_second") or {}
+    rows.append(_target("parse + normalize, sealing on: messages/s on one core",
+                        parse.get("ours_parse_normalize"), 30000, False, "bench_parse",
+                        BEFORE_16["parse_normalize"]))
+    rows.append(_target("worker: results/s, one process, deduplication on",
+                        _get(parts, "worker", "bench_worker.json", "results_per_second_after_startup"), 25000,
+                        False, "bench_worker", BEFORE_16["worker"]))
+    return rows
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -156,6 +186,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         _target("handoff: p99 ACK → tracing platform (ms) at 1,000 results/s",
                 _get(runs, "constant", "handoff", "p99_ms"), 5000, True, "profile constant"),
     ]
+    rows += performance_targets(parts)
     for service in ("gateway", "worker", "tracing"):
         peaks = [_get(run, "processes", service, "peak_rss_mb") for run in runs.values()]
         known = [p for p in peaks if p is not None]
@@ -173,8 +204,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 def _fmt(value: Any) -> str:
     if value is None:
         return "–"
-    if isinstance(value, float):
-        return f"{value:,.1f}"
+    if isinstance(value, float):  # small figures (CPU ms per message, ratios) keep 3 significant digits
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:,.1f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -191,13 +222,13 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Targets",
         "",
-        "| target | measured | target | ratio | met |",
-        "|---|---:|---:|---:|:---:|",
+        "| target | measured | target | ratio | met | before (issue #16) |",
+        "|---|---:|---:|---:|:---:|---:|",
     ]
     for row in report["targets"]:
         met = {True: "yes", False: "**no**", None: "not run"}[row["met"]]
         lines.append(f"| {row['target']} | {_fmt(row['value'])} | {row['comparison']} {_fmt(row['limit'])} | "
-                     f"{_fmt(row['ratio'])} | {met} |")
+                     f"{_fmt(row['ratio'])} | {met} | {row.get('before') or ''} |")
     lines += ["", "## Load profiles", "",
               "| profile | offered results/s (peak) | acknowledged results/s | "
               "stored results/s (best window) | ACK p50 / p99 / max ms | ACK → stored p50 / p99 ms | "
@@ -240,8 +271,8 @@ def markdown(report: dict[str, Any]) -> str:
     processes = _get(parts, "gateway", "bench_gateway-processes.json", "summary") or {}
     for n, row in processes.items():
         lines.append(f"- gateway --processes {n} (closed loop, {row['passes']} interleaved passes, median): "
-                     f"{_fmt(row['messages_per_second_median'])} messages/s, "
-                     f"{row['gateway_cpu_ms_per_message_median']} CPU ms/message (load average "
+                     f"{_fmt(round(row['messages_per_second_median']))} messages/s, "
+                     f"{_fmt(row['gateway_cpu_ms_per_message_median'])} CPU ms/message (load average "
                      f"{row['load_average_1min']})")
     labs = _get(parts, "labs5000", "labs5000.json")
     if labs and "ack_latency" in labs:
@@ -254,7 +285,9 @@ def markdown(report: dict[str, Any]) -> str:
     w = _get(parts, "worker", "bench_worker.json")
     if w and "results_per_second" in w:
         lines.append(f"- worker: {_fmt(w['results_per_second'])} results/s ({_fmt(w['results'])} results, "
-                     f"{_fmt(w['results_per_second_after_startup'])}/s after start-up)")
+                     f"{_fmt(w['results_per_second_after_startup'])}/s after start-up)"
+                     + "".join(f"; CPU ms per 1,000 results: {', '.join(f'{k} {v}' for k, v in cpu.items())}"
+                               for cpu in [w.get("cpu_ms_per_1000_results")] if cpu))
     o = _get(parts, "opendata", "bench_opendata.json")
     if o and "publish_seconds" in o:
         lines.append(f"- open data: publication of {_fmt(o['days'])} days in {o['publish_seconds']} s "

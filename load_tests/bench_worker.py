@@ -5,7 +5,9 @@
 Fills a fresh topic with result versions (re-sends, corrections, cancellations; several results per
 person over 120 days), then times `labflow worker` processes (one consumer group) from their start
 until the offsets they store in PostgreSQL reach the end of every partition. Kafka and PostgreSQL
-run on the same machine.
+run on the same machine: the CPU seconds of the workers, of PostgreSQL (server and backends) and of
+Kafka over the run are reported per 1,000 results, so the figure can be compared across machines and
+where the time goes is visible (the worker waits for PostgreSQL in each transaction).
 Writes `load_tests/results/bench_worker.json`.
 """
 
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+import psutil
 import psycopg
 from confluent_kafka import Producer
 
@@ -29,8 +32,24 @@ from services.core.config import load_settings
 from services.core.db.engine import libpq_url
 from services.core.kafka import producer_config
 from services.stack import local
+from services.stack.kafka import LocalKafka
+from services.stack.postgres import LocalPostgres
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_worker.json"
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and their children alive now."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:  # a backend or child that ended between listing and reading
+            continue
+    return total
 
 
 def main() -> None:
@@ -72,18 +91,28 @@ def main() -> None:
             for url in [f"http://127.0.0.1:{port}/readyz" for port in ports]:
                 wait_until(partial(lambda u: http_status(u) == 200, url), interval_s=0.02)
             ready = time.perf_counter()
-            consumed = 0
+            stack_settings = load_settings()
+            servers = {
+                "postgresql": [pid for pid in [LocalPostgres(stack_settings).process.pid()] if pid],
+                "kafka": [pid for node in LocalKafka(stack_settings).nodes if (pid := node.process.pid())],
+            }
+            worker_pids = [w.proc.pid for w in workers]
+            cpu_before = {"worker": cpu_s(worker_pids), **{k: cpu_s(v) for k, v in servers.items()}}
             with psycopg.connect(dsn, autocommit=True) as conn:
-                while consumed < len(stream):
+
+                def consumed() -> int:
+                    query = "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
+                    row = conn.execute(query).fetchone()
+                    return int(row[0]) if row else 0
+
+                consumed_at_ready = consumed()
+                while consumed() < len(stream):
                     time.sleep(0.2)
-                    row = conn.execute(
-                        "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
-                    ).fetchone()
-                    consumed = int(row[0]) if row else 0
                     for worker in workers:
                         if worker.proc.poll() is not None:
                             raise SystemExit(f"worker exited:\n{worker.log()}")
             elapsed = time.perf_counter() - started
+            cpu_after = {"worker": cpu_s(worker_pids), **{k: cpu_s(v) for k, v in servers.items()}}
             for worker in workers:
                 worker.stop()
         url = settings.require_database()
@@ -92,11 +121,14 @@ def main() -> None:
             stored = conn.execute("SELECT count(*) FROM results").fetchone()
             cases = conn.execute("SELECT count(*) FROM cases").fetchone()
     rate = len(stream) / elapsed
-    steady = len(stream) / (elapsed - (ready - started))
+    after_ready = len(stream) - consumed_at_ready
+    steady = after_ready / (elapsed - (ready - started))
     print(
         f"worker: {len(stream):,} results in {elapsed:.1f} s (process start included) = {rate:,.0f} results/s"
     )
     print(f"        {steady:,.0f} results/s once it had its partitions ({ready - started:.1f} s start-up)")
+    cpu_ms = {k: round((cpu_after[k] - cpu_before[k]) * 1e6 / after_ready, 1) for k in cpu_before}
+    print("CPU ms per 1,000 results (after start-up): " + ", ".join(f"{k} {v}" for k, v in cpu_ms.items()))
     print(
         f"stored {stored[0] if stored else 0:,} rows, {cases[0] if cases else 0:,} cases; "
         f"aggregates equal a full recomputation: {consistent}"
@@ -115,6 +147,7 @@ def main() -> None:
                 "results_per_second": round(rate),
                 "results_per_second_after_startup": round(steady),
                 "startup_s": round(ready - started, 2),
+                "cpu_ms_per_1000_results": cpu_ms,
                 "aggregates_consistent": consistent,
             },
             indent=2,
