@@ -91,6 +91,8 @@ class IssueKind:
     """A text the lab may see (its variable parts filled in)."""
     reject: bool = False
     """AR (must fix, not retryable) rather than AE."""
+    hint_fr: str = ""
+    """The hint in French, for the lab portal (every kind has one: a unit test checks it)."""
 
     def at(
         self,

@@ -89,10 +89,10 @@ await run(scenario, browser, async () => {
   // reasons: location, 0357 code, text; replay status
   const replayed = page.locator('#rejections-table tbody tr', { hasText: scenario.replayed });
   // reasons: location, 0357 code, the catalogue's issue id, text and its fix hint
-  assert.match(await replayed.locator('td.reasons').textContent(), /PID-3.1 · 102 · INS_INVALID PID-3: INS key .*Conseil : Send the 15-character matricule/);
+  assert.match(await replayed.locator('td.reasons').textContent(), /PID-3.1 · 102 · INS_INVALID PID-3: INS key .*Conseil : Envoyez le matricule de 15 caractères/);
   assert.match(await replayed.locator('td:last-child').textContent(), /^rejoué 1 fois, dernier résultat AE/);
   const ar = page.locator('#rejections-table tbody tr', { hasText: 'ALPHA-AR-0' });
-  assert.match(await ar.locator('td.reasons').textContent(), /MSH-9.1 · 200 · UNSUPPORTED_MESSAGE_TYPE MSH-9: unsupported message type .*Conseil : Send results as ORU\^R01/);
+  assert.match(await ar.locator('td.reasons').textContent(), /MSH-9.1 · 200 · UNSUPPORTED_MESSAGE_TYPE MSH-9: unsupported message type .*Conseil : Envoyez les résultats en ORU\^R01/);
   assert.equal(await ar.locator('td:last-child').textContent(), 'non rejoué');
   const reasons = await page.$$eval('#reasons-table tbody tr', (rows) => rows.map((r) => [...r.cells].slice(0, 3).map((c) => c.textContent)));
   assert.deepEqual(reasons, [['PID-3', '102 Erreur de type de donnée', '2'], ['MSH-9', '200 Type de message non pris en charge', '1']]);
@@ -105,6 +105,8 @@ await run(scenario, browser, async () => {
   version = await ready(version);
   assert.equal(await page.textContent('#rejections-panel h2'), 'Latest rejected messages');
   assert.equal(await page.textContent('#lab'), `Lab ${a.lab}`);
+  // the English page gives the hint the rejection carries, the French one the catalogue's translation
+  assert.match(await replayed.locator('td.reasons').textContent(), /Hint: Send the 15-character matricule/);
   await page.screenshot({ path: join(scenario.artifacts, 'portal-en.png'), fullPage: true });
   await page.click('#language button[data-lang=fr]');
   await ready(version);

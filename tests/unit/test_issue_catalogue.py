@@ -15,6 +15,7 @@ from services.gateway.identity import IdentityProtector
 from services.gateway.issues import ERROR_NAMES
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
+PORTAL_HINTS = Path(__file__).resolve().parents[2] / "services" / "dashboard" / "static" / "hints.fr.json"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hl7"
 NOW = datetime(2024, 1, 16, tzinfo=UTC)
 PROTECTOR = IdentityProtector(b"0123456789abcdef0123456789abcdef", bytes(PrivateKey.generate().public_key))
@@ -25,12 +26,18 @@ def test_docs_errors_md_is_the_generators_output() -> None:
     assert DOCS.read_text(encoding="utf-8") == issue_catalogue.render_markdown()
 
 
+def test_the_portals_french_hints_are_the_generators_output() -> None:
+    # regenerate with:
+    # python -m services.gateway.issue_catalogue --portal-hints > services/dashboard/static/hints.fr.json
+    assert PORTAL_HINTS.read_text(encoding="utf-8") == issue_catalogue.render_portal_hints()
+
+
 def test_every_kind_is_complete_and_defined_once() -> None:
     kinds = issue_catalogue.CATALOGUE
     assert len({k.id for k in kinds}) == len(kinds)
     for kind in kinds:
         assert kind.code in ERROR_NAMES and kind.severity in ("E", "W"), kind.id
-        assert kind.cause and kind.hint and kind.example, kind.id
+        assert kind.cause and kind.hint and kind.hint_fr and kind.example, kind.id
         assert not (kind.reject and kind.severity == "W"), kind.id
 
 

@@ -7,7 +7,9 @@
 const ACK_COLOURS = { aa: '#1b9e77', ae: '#e6ab02', ar: '#d95f02' };
 const LATE_HOURS = 24;
 
-const state = { session: null, traffic: null, rejections: null };
+// hintsFr: the issue catalogue's hints in French, by issue id (hints.fr.json, generated from the
+// catalogue); a rejection carries its issue id and the English hint
+const state = { session: null, traffic: null, rejections: null, hintsFr: {} };
 
 // HL7 table 0357 (message error condition codes)
 const CODES = {
@@ -264,10 +266,12 @@ function renderRejections() {
       // the catalogue's issue id, when the rejection carries it
       where.textContent = [reasonLocation(reason), reason.code, reason.kind].filter(Boolean).join(' · ');
       item.append(where, ` ${reason.text}`);
-      if (reason.hint) {  // from the issue catalogue, when the rejection carries one
+      // from the issue catalogue, when the rejection carries one; in French when the catalogue has it
+      const text = (i18n.lang === 'fr' && state.hintsFr[reason.kind]) || reason.hint;
+      if (text) {
         const hint = document.createElement('div');
         hint.className = 'hint';
-        hint.textContent = t('hint', { hint: reason.hint });
+        hint.textContent = t('hint', { hint: text });
         item.appendChild(hint);
       }
       list.appendChild(item);
@@ -355,7 +359,15 @@ async function start() {
   form.from.value = addDays(state.session.today, -(state.session.default_days - 1));
   sessionView.showContent();
   showLab();
+  await loadFrenchHints();  // before the first render: the page is never shown with hints to replace
   await refresh();
+}
+
+async function loadFrenchHints() {
+  try {
+    const response = await fetch('/static/hints.fr.json');
+    if (response.ok) state.hintsFr = await response.json();
+  } catch { /* the English hints the rejections carry are shown instead */ }
 }
 
 document.addEventListener('click', (event) => {
