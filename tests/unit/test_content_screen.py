@@ -22,17 +22,19 @@ from services.core.config import Topics
 from services.core.domain.limits import FINESS_MAX, POSTAL_CODE_MAX, TEXT_MAX
 from services.core.domain.model import Transport
 from services.core.domain.rejection import Rejection
+from services.core.lab_tokens import hash_token, new_token
 from services.gateway.csv_intake import CsvError, CsvRow, parse_csv
 from services.gateway.fhir import read_bundle
 from services.gateway.hl7.ack import build_ack
 from services.gateway.hl7.normalize import Normalized, normalize_oru
 from services.gateway.hl7.parse import parse_message
-from services.gateway.http_api import SubmissionResponse, SubmissionStore, create_app
+from services.gateway.http_api import SubmissionStore, create_app
 from services.gateway.identity import IdentityProtector
 from services.gateway.intake import Intake
-from services.gateway.labs import Lab, LabRegistry, hash_token, new_token
+from services.gateway.labs import Lab, LabRegistry
 from services.gateway.publish import Record
 from services.gateway.result_drafts import header_for, normalize_rows
+from services.gateway.submission import SubmissionResponse
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 NOW = datetime(2024, 1, 16, tzinfo=UTC)

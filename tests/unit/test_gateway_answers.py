@@ -18,7 +18,7 @@ from services.core.config import Settings, Topics
 from services.core.domain.model import Transport
 from services.core.record_sizes import ENVELOPE_BYTES, SizeLimits, base64_size
 from services.gateway.identity import IdentityProtector
-from services.gateway.intake import Intake
+from services.gateway.intake import Intake, IntakeOutcome
 from services.gateway.mllp import END, START
 from services.gateway.mllp_server import MllpServer
 from services.gateway.publish import DeliveryFailed, Record, RecordTooLarge
@@ -56,9 +56,18 @@ class Publisher:
         self.written += records
 
 
-def intake(publisher: Publisher) -> Intake:
+class BrokenIntake(Intake):
+    """An intake with a bug: handling any message raises."""
+
+    async def receive_hl7(
+        self, raw: bytes, transport: Transport, authenticated_lab: str | None = None
+    ) -> IntakeOutcome:
+        raise KeyError("boom")
+
+
+def intake(publisher: Publisher, kind: type[Intake] = Intake) -> Intake:
     protector = IdentityProtector(secrets.token_bytes(32), bytes(PrivateKey.generate().public_key))
-    return Intake(publisher, Topics("unit."), protector)  # type: ignore[arg-type]
+    return kind(publisher, Topics("unit."), protector)
 
 
 def test_kafka_limits_follow_the_documented_intake_limits() -> None:
@@ -104,13 +113,7 @@ def test_mllp_answers_ae_when_handling_fails_and_keeps_the_connection(where: str
 
     async def scenario() -> list[Ack]:
         publisher = Publisher(fail=KeyError("boom") if where == "publisher" else None)
-        the_intake = intake(publisher)
-        if where == "intake":
-
-            async def broken(*_args: object, **_kwargs: object) -> None:
-                raise KeyError("boom")
-
-            the_intake.receive_hl7 = broken  # type: ignore[method-assign]
+        the_intake = intake(publisher, BrokenIntake if where == "intake" else Intake)
         server = MllpServer(
             the_intake, host="127.0.0.1", port=0, max_message_bytes=100_000, max_connections=10,
             idle_timeout_s=5, frame_timeout_s=5,
@@ -145,13 +148,8 @@ def test_http_answers_503_with_retry_after_never_500(failing: str) -> None:
         async def authenticate(self, _token: str) -> Authentication:
             return Authentication(lab)
 
-    the_intake = intake(Publisher(fail=OSError("boom") if failing == "publish" else None))
-    if failing == "normalize":
-
-        async def broken(*_args: object, **_kwargs: object) -> None:
-            raise KeyError("boom")
-
-        the_intake.receive_hl7 = broken  # type: ignore[method-assign]
+    the_intake = intake(Publisher(fail=OSError("boom") if failing == "publish" else None),
+                        BrokenIntake if failing == "normalize" else Intake)
     app = create_app(the_intake, Registry(), None, max_body_bytes=100_000)  # type: ignore[arg-type]
 
     async def post() -> httpx.Response:

@@ -21,6 +21,7 @@ from services.core.domain.model import LabResult, Transport
 from services.gateway import issue_catalogue as catalogue
 from services.gateway.fhir_outcome import operation_outcome
 from services.gateway.hl7 import normalize as normalize_module
+from services.gateway.hl7.parse import parse_message
 from services.gateway.identity import IdentityProtector
 from services.gateway.intake import Intake
 from services.gateway.labs import Lab, LabRegistry
@@ -108,11 +109,10 @@ def test_an_hl7_message_from_another_lab_is_refused_and_the_submission_forbidden
 def test_the_header_of_an_http_hl7_message_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: the HTTP route parsed each message's MSH for the sender check, then the intake again."""
     calls = []
-    parse = normalize_module.parse_message
 
     def counting(text: str) -> object:
         calls.append(text[:3])
-        return parse(text)
+        return parse_message(text)
 
     monkeypatch.setattr(normalize_module, "parse_message", counting)
     asyncio.run(handle_hl7(intake(FakePublisher()), LAB, OK_HL7))

@@ -53,8 +53,12 @@ def objects(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
+Rendered = tuple[str, str, list[dict[str, Any]]]
+"""The values file's name, the rendered text and its objects."""
+
+
 @pytest.fixture(scope="module", params=sorted(VALUES))
-def rendered(request: pytest.FixtureRequest) -> tuple[str, str, list[dict[str, Any]]]:
+def rendered(request: pytest.FixtureRequest) -> Rendered:
     text = render(*VALUES[request.param])
     return request.param, text, objects(text)
 
@@ -68,7 +72,9 @@ def by_name(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
 
 
 def component(doc: dict[str, Any]) -> str:
-    return doc["metadata"]["labels"]["app.kubernetes.io/component"]
+    name = doc["metadata"]["labels"]["app.kubernetes.io/component"]
+    assert isinstance(name, str), f"the app.kubernetes.io/component label is not a string: {name!r}"
+    return name
 
 
 def mebibytes(quantity: str | int) -> float:
@@ -88,7 +94,7 @@ def test_helm_lint_strict(values: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_every_rendered_object_is_valid_against_the_vendored_schemas(rendered) -> None:
+def test_every_rendered_object_is_valid_against_the_vendored_schemas(rendered: Rendered) -> None:
     """kubeconform, offline, strict schemas: no unknown field, no missing schema (nothing skipped)."""
     _, text, docs = rendered
     done = run(tool("kubeconform"), "-strict", "-summary", "-output", "json",
@@ -99,7 +105,7 @@ def test_every_rendered_object_is_valid_against_the_vendored_schemas(rendered) -
     assert report["summary"] == {"valid": len(docs), "invalid": 0, "errors": 0, "skipped": 0}
 
 
-def test_the_schemas_catch_a_misspelt_field(rendered) -> None:
+def test_the_schemas_catch_a_misspelt_field(rendered: Rendered) -> None:
     """The vendored schemas are strict: a typo in a CRD or a core object fails instead of being dropped."""
     _, text, _ = rendered
     location = str(SCHEMAS / "json" / "{{ .ResourceKind }}{{ .KindSuffix }}.json")
@@ -114,8 +120,8 @@ def test_the_schemas_catch_a_misspelt_field(rendered) -> None:
 
 def test_vendored_schemas_are_the_fetched_ones() -> None:
     """json/ is what fetch.sh + convert.py wrote (SHA256SUMS), one file per kind the chart renders."""
-    sums = dict(reversed(line.split("  ./")) for line in
-                (SCHEMAS / "json" / "SHA256SUMS").read_text().splitlines())
+    sums = {name: digest for digest, name in (line.split("  ./") for line in
+                                              (SCHEMAS / "json" / "SHA256SUMS").read_text().splitlines())}
     files = {path.name for path in (SCHEMAS / "json").glob("*.json")}
     assert files == set(sums)
     for name, digest in sums.items():
@@ -128,7 +134,7 @@ def test_vendored_schemas_are_the_fetched_ones() -> None:
     assert sum(path.stat().st_size for path in (SCHEMAS / "json").glob("*.json")) < 2_000_000
 
 
-def test_the_rendered_kinds(rendered) -> None:
+def test_the_rendered_kinds(rendered: Rendered) -> None:
     name, _, docs = rendered
     kinds = {doc["kind"] for doc in docs}
     assert kinds >= {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "Cluster", "PodMonitor",
@@ -142,7 +148,7 @@ def test_the_rendered_kinds(rendered) -> None:
 # --- Kafka ---------------------------------------------------------------------------------------------
 
 
-def test_kafka_kraft_node_pools_and_rack_awareness(rendered) -> None:
+def test_kafka_kraft_node_pools_and_rack_awareness(rendered: Rendered) -> None:
     _, _, docs = rendered
     (kafka,) = of_kind(docs, "Kafka")
     assert kafka["spec"]["kafka"]["rack"]["topologyKey"] == "topology.kubernetes.io/zone"
@@ -181,7 +187,7 @@ def acl_set(user: dict[str, Any]) -> set[tuple[str, str, str, str]]:
             for acl in user["spec"]["authorization"]["acls"] for operation in acl["operations"]}
 
 
-def test_each_kafka_user_has_the_least_acls(rendered) -> None:
+def test_each_kafka_user_has_the_least_acls(rendered: Rendered) -> None:
     _, _, docs = rendered
     users = {component(user): user for user in of_kind(docs, "KafkaUser")}
 
@@ -210,7 +216,7 @@ def test_each_kafka_user_has_the_least_acls(rendered) -> None:
                    for acl in user["spec"]["authorization"]["acls"])
 
 
-def test_kafka_clients_use_their_own_user_over_mutual_tls(rendered) -> None:
+def test_kafka_clients_use_their_own_user_over_mutual_tls(rendered: Rendered) -> None:
     _, _, docs = rendered
     deployments = {component(d): d for d in of_kind(docs, "Deployment")}
     for name, deployment in deployments.items():
@@ -227,7 +233,7 @@ def test_kafka_clients_use_their_own_user_over_mutual_tls(rendered) -> None:
 # --- PostgreSQL ----------------------------------------------------------------------------------------
 
 
-def test_database_roles_are_one_per_service_and_least(rendered) -> None:
+def test_database_roles_are_one_per_service_and_least(rendered: Rendered) -> None:
     _, _, docs = rendered
     (cluster,) = of_kind(docs, "Cluster")
     spec = cluster["spec"]
@@ -281,7 +287,7 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
 
-def test_every_deployment_has_probes_limits_a_pdb_and_a_locked_down_pod(rendered) -> None:
+def test_every_deployment_has_probes_limits_a_pdb_and_a_locked_down_pod(rendered: Rendered) -> None:
     _, _, docs = rendered
     deployments = of_kind(docs, "Deployment")
     assert sorted(component(d) for d in deployments) == sorted(SERVICES)
@@ -312,7 +318,7 @@ def test_every_deployment_has_probes_limits_a_pdb_and_a_locked_down_pod(rendered
         assert env["LABFLOW_STATE_DIR"].startswith("/tmp/")
 
 
-def test_resources_follow_the_measured_figures(rendered) -> None:
+def test_resources_follow_the_measured_figures(rendered: Rendered) -> None:
     _, _, docs = rendered
     for deployment in of_kind(docs, "Deployment"):
         name = component(deployment)
@@ -324,7 +330,7 @@ def test_resources_follow_the_measured_figures(rendered) -> None:
         assert mebibytes(resources["limits"]["memory"]) >= 2 * rss, name
 
 
-def test_worker_replicas_never_exceed_the_partitions(rendered) -> None:
+def test_worker_replicas_never_exceed_the_partitions(rendered: Rendered) -> None:
     _, _, docs = rendered
     (scaled,) = of_kind(docs, "ScaledObject")
     partitions = next(t["spec"]["partitions"] for t in of_kind(docs, "KafkaTopic")
@@ -362,7 +368,7 @@ def test_gateway_exposure_and_mllp_mutual_tls() -> None:
 # --- network -------------------------------------------------------------------------------------------
 
 
-def test_default_deny_and_only_the_spec_flows(rendered) -> None:
+def test_default_deny_and_only_the_spec_flows(rendered: Rendered) -> None:
     _, _, docs = rendered
     policies = by_name(docs, "NetworkPolicy")
     deny = policies["labflow-default-deny"]["spec"]
@@ -398,7 +404,7 @@ def test_chart_copies_are_identical_to_deploy_sources() -> None:
         assert copy.read_bytes() == source.read_bytes(), f"cp {source} {copy}"
 
 
-def test_prometheus_rule_and_dashboard_are_the_deploy_ones(rendered) -> None:
+def test_prometheus_rule_and_dashboard_are_the_deploy_ones(rendered: Rendered) -> None:
     _, _, docs = rendered
     (rule,) = of_kind(docs, "PrometheusRule")
     alerts = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
@@ -436,7 +442,7 @@ def test_no_secret_value_in_values(values_file: str) -> None:
             assert not _HIGH_ENTROPY.match(value) or _K8S_NAME.fullmatch(value), (path, value)
 
 
-def test_no_secret_value_in_rendered_env(rendered) -> None:
+def test_no_secret_value_in_rendered_env(rendered: Rendered) -> None:
     _, _, docs = rendered
     containers = [c for d in of_kind(docs, "Deployment") for c in d["spec"]["template"]["spec"]["containers"]]
     containers += [c for j in of_kind(docs, "Job") for c in j["spec"]["template"]["spec"]["containers"]]
@@ -453,7 +459,7 @@ def test_no_secret_value_in_rendered_env(rendered) -> None:
 # --- the chart speaks the services' configuration -----------------------------------------------------
 
 
-def test_every_rendered_setting_is_one_the_services_read(rendered) -> None:
+def test_every_rendered_setting_is_one_the_services_read(rendered: Rendered) -> None:
     """Each LABFLOW_* variable the chart sets is a field of Settings, and the values parse."""
     from services.core.config import Settings
     from services.core.kafka import consumer_config, producer_config
@@ -469,7 +475,7 @@ def test_every_rendered_setting_is_one_the_services_read(rendered) -> None:
         assert set(settings) - helpers <= known, set(settings) - helpers - known
         fields = {name.removeprefix("LABFLOW_").lower(): value for name, value in settings.items()
                   if name not in helpers and not value.startswith("from-a-secret")}
-        parsed = Settings(_env_file=None, **fields)  # type: ignore[arg-type]
+        parsed = Settings(_env_file=None, **fields)
         if "kafka_bootstrap" in fields:
             config = producer_config(parsed) | consumer_config(parsed, "g")
             assert config["security.protocol"] == "SSL"
