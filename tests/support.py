@@ -147,10 +147,14 @@ def dead_letters(settings: Settings, expected: int) -> list[Rejection]:
                          "auto.offset.reset": "earliest"})
     consumer.subscribe([settings.topics.rejected])
     dead: list[Rejection] = []
+
+    def collected() -> bool:
+        dead.extend(Rejection.model_validate_json(m.value() or b"")
+                    for m in consumer.consume(10, 1) if m.error() is None)
+        return len(dead) >= expected
+
     try:
-        wait_until(lambda: dead.extend(Rejection.model_validate_json(m.value() or b"")
-                                       for m in consumer.consume(10, 1) if m.error() is None)
-                   or len(dead) >= expected, what=f"{expected} dead letter(s)")
+        wait_until(collected, what=f"{expected} dead letter(s)")
     finally:
         consumer.close()
     return dead

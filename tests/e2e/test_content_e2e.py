@@ -59,6 +59,7 @@ def topic_values(settings: Settings, topic: str) -> list[bytes]:
                 if record.error() is None:
                     values.append(record.value() or b"")
                     partition, offset = record.partition(), record.offset()
+                    assert offset is not None, f"a record of {topic} consumed without its offset"
                     if partition in wanted and offset >= wanted[partition] - 1:
                         del wanted[partition]
         return values

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from nacl.public import PrivateKey
+from psycopg.rows import TupleRow
 
 from labflow_testkit.infrastructure import settings_env
 from labflow_testkit.processes import wait_until
@@ -40,7 +41,7 @@ def labflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def query(settings: Settings, sql: str, *params: object) -> list[tuple[object, ...]]:
+def query(settings: Settings, sql: str, *params: object) -> list[TupleRow]:
     with psycopg.connect(libpq_url(settings.require_database())) as conn:
         return conn.execute(sql, params or None).fetchall()
 
@@ -86,8 +87,7 @@ def test_a_lab_in_test_mode_is_answered_as_in_production_and_counted_nowhere(
     assert expected["LAB-ONBOARD"] == planned
 
     def stored() -> bool:
-        rows = dict(query(services, "SELECT lab_id, count(*) FROM test_results GROUP BY lab_id"))
-        return rows == expected
+        return dict(query(services, "SELECT lab_id, count(*) FROM test_results GROUP BY lab_id")) == expected
 
     wait_until(stored, timeout_s=60, what="every accepted result of the test labs in test storage")
     # nothing counted, nothing for open data (it reads aggregates), nothing for tracing (outbox, cases.v1)
@@ -131,7 +131,7 @@ def test_a_lab_in_test_mode_is_answered_as_in_production_and_counted_nowhere(
     assert len(refused.stderr.strip().splitlines()) == 1
     promoted = labflow(services, "labs", "promote", "LAB-ONBOARD")
     assert promoted.returncode == 0, promoted.stderr
-    modes = dict(query(services, "SELECT lab_id, mode FROM labs WHERE lab_id LIKE 'LAB-%'"))
+    modes: dict[str, str] = dict(query(services, "SELECT lab_id, mode FROM labs WHERE lab_id LIKE 'LAB-%'"))
     assert [modes[lab] for lab in ("LAB-ONBOARD", "LAB-SLOPPY", "LAB-E2E")] == [
         "production", "test", "production",
     ]

@@ -62,7 +62,8 @@ def test_invalid_content_gets_ae_with_a_precise_err_and_nothing_is_stored(servic
     patient = random_patient(rng, without_ins=0.0)
     assert patient.ins is not None
     wrong_key = (int(patient.ins[-2:]) + 1) % 97 or 1
-    patient = replace(patient, ins=f"{patient.ins[:-2]}{wrong_key:02d}")
+    wrong_ins = f"{patient.ins[:-2]}{wrong_key:02d}"
+    patient = replace(patient, ins=wrong_ins)
     result_time = datetime.now(UTC) - timedelta(hours=1)
     order = Order(
         "E2E-0002",
@@ -76,7 +77,7 @@ def test_invalid_content_gets_ae_with_a_precise_err_and_nothing_is_stored(servic
     assert (ack.code, ack.control_id) == ("AE", "CTRL-0002")
     assert len(ack.errors) == 1
     assert "PID^1^3" in ack.errors[0]
-    assert "INS key" in ack.errors[0] and patient.ins not in ack.errors[0]
+    assert "INS key" in ack.errors[0] and wrong_ins not in ack.errors[0]
     assert stored(services, "E2E-0002") == []
 
 

@@ -17,6 +17,7 @@ import pytest
 from labflow_testkit.results import make_result
 from services.core.config import Settings
 from services.core.db.engine import libpq_url, make_engine
+from services.core.domain.model import LabResult
 from services.gateway.labs import LabDirectory
 from services.gateway.rejections import ReplayLog
 from services.simulator.oru import random_patient
@@ -46,7 +47,7 @@ def identities(lab: str) -> list[str]:
     return [f for f in found if f]
 
 
-def history(lab: str, delay_h: int) -> list[object]:
+def history(lab: str, delay_h: int) -> list[LabResult]:
     today = datetime.now(UTC).date()
     results = []
     for day in range(1, HISTORY_DAYS + 1):
@@ -74,7 +75,7 @@ def fill(settings: Settings) -> dict[str, str]:
     payloads = [lab_message(lab, cid, a) for lab in SENT for cid, a in control_ids(lab)]
     answers = through_intake(settings, payloads)
     assert answers == [a for lab in SENT for _, a in control_ids(lab)]
-    produce_results(settings, [*history("LAB-ALPHA", 5), *history("LAB-BETA", 30)])  # type: ignore[list-item]
+    produce_results(settings, [*history("LAB-ALPHA", 5), *history("LAB-BETA", 30)])
     total = sum(len(history(lab, 0)) + SENT[lab]["AA"] for lab in SENT)
     count_lab_traffic(settings, SENT, lambda: stored(settings, "SELECT count(*) FROM results") == total)
     # the first AE of lab A was replayed by an operator, and failed again

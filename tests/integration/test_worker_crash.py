@@ -38,7 +38,7 @@ def end_offsets(settings: Settings) -> dict[int, int]:
 
 def stored_offsets(settings: Settings) -> dict[int, int]:
     with psycopg.connect(libpq_url(settings.require_database())) as conn:
-        return dict(conn.execute("SELECT partition, next_offset FROM consumer_offsets").fetchall())  # type: ignore[arg-type]
+        return dict(conn.execute("SELECT partition, next_offset FROM consumer_offsets").fetchall())
 
 
 def test_worker_killed_repeatedly_loses_and_doubles_nothing(fresh_settings: Settings, tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def case_events(settings: Settings, expected: int) -> list[CaseEventMessage]:
 
     def collect() -> bool:
         events.extend(
-            CaseEventMessage.model_validate_json(m.value())
+            CaseEventMessage.model_validate_json(m.value() or b"")
             for m in consumer.consume(50, 0.5)
             if m.error() is None
         )
@@ -91,11 +91,12 @@ def test_people_are_counted_once_and_cases_reach_cases_topic(pipeline: Settings)
     wait_until(lambda: query(settings, "SELECT count(*) FROM results")[0][0] == 5, what="5 results")
 
     # a correction turns Carol's positive negative: her case is retracted, she stays in T only
+    assert carol.result_at is not None, "make_result gave a result without a result time"
     carol_corrected = carol.model_copy(
         update={
             "status": ResultStatus.CORRECTED,
             "outcome": Outcome.NEGATIVE,
-            "result_at": carol.result_at + timedelta(hours=3),  # type: ignore[operator]
+            "result_at": carol.result_at + timedelta(hours=3),
         }
     )
     produce_results(settings, [carol_corrected])

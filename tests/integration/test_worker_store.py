@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from psycopg.rows import TupleRow
 
 from labflow_testkit.processes import wait_until
 from labflow_testkit.results import make_result
@@ -22,7 +23,7 @@ from services.worker.app import build_worker
 pytestmark = pytest.mark.integration
 
 
-def produce(settings: Settings, values: list[tuple[bytes | None, bytes]]) -> None:
+def produce(settings: Settings, values: Sequence[tuple[bytes | None, bytes]]) -> None:
     producer = Producer(producer_config(settings))
     for key, value in values:
         producer.produce(settings.topics.results, value, key)
@@ -44,7 +45,7 @@ def running_worker(fresh_settings: Settings) -> Iterator[Settings]:
     assert not thread.is_alive(), "worker did not stop"
 
 
-def rows(settings: Settings, sql: str, *params: object) -> list[tuple[object, ...]]:
+def rows(settings: Settings, sql: str, *params: object) -> list[TupleRow]:
     with psycopg.connect(libpq_url(settings.require_database())) as conn:
         return conn.execute(sql, params).fetchall()
 
@@ -53,12 +54,13 @@ def test_results_are_stored_once_and_the_winning_version_counts(running_worker: 
     settings = running_worker
     results = [make_result(sending_facility="LAB-A") for _ in range(200)]
     first = results[0]
+    assert first.result_at is not None, "make_result gave a result without a result time"
     correction = first.model_copy(
         update={
             "status": ResultStatus.CORRECTED,
             "outcome": Outcome.NEGATIVE,
             "result_at": first.result_at + timedelta(hours=2),
-        }  # type: ignore[operator]
+        }
     )
     stale_final = first  # re-sent after the correction: must not undo it
     produce(settings, [encoded(r) for r in results] + [encoded(r) for r in results[:50]])
@@ -106,15 +108,16 @@ def test_undecodable_record_is_dead_lettered_and_does_not_block_the_partition(
     )
     consumer.subscribe([settings.topics.rejected])
     dead: list[Rejection] = []
-    wait_until(
-        lambda: (
-            dead.extend(
-                Rejection.model_validate_json(m.value()) for m in consumer.consume(10, 1) if m.error() is None
-            )
-            or len(dead) >= 2
-        ),
-        what="two dead letters",
-    )
+
+    def collected() -> bool:
+        dead.extend(
+            Rejection.model_validate_json(m.value() or b"")
+            for m in consumer.consume(10, 1)
+            if m.error() is None
+        )
+        return len(dead) >= 2
+
+    wait_until(collected, what="two dead letters")
     consumer.close()
     assert {d.stage for d in dead} == {"worker"}
     assert sorted(d.payload for d in dead) == sorted([b"{not json", b'{"schema_version": 1}'])

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from psycopg.rows import TupleRow
 
 from labflow_testkit.processes import wait_until
 from labflow_testkit.results import make_result
@@ -20,7 +21,7 @@ COUNTED = ("results", "persons", "cases", "aggregates", "outbox", "lab_daily", "
            "person_identities")
 
 
-def query(settings: Settings, sql: str) -> list[tuple[object, ...]]:
+def query(settings: Settings, sql: str) -> list[TupleRow]:
     with psycopg.connect(libpq_url(settings.require_database())) as conn:
         return conn.execute(sql).fetchall()
 
