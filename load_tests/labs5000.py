@@ -79,7 +79,7 @@ def lab_id(lab: int) -> str:
 
 def register_labs(settings: Settings, labs: int) -> None:
     """The labs in the registry, in production mode, in one statement."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.require_database())
     try:
         with engine.begin() as connection:
             connection.execute(insert(tables.Lab), [

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -295,7 +296,7 @@ def up() -> float:
         podman("kube", "play", "--replace", "--network", NETWORK, str(write("infrastructure.yaml", infra)))
     settings = host_settings(s)
     for address in external_bootstrap().split(","):
-        wait_until(lambda a=address: broker_answers(a), PATIENCE_S, 1.0, f"Kafka on {address}")
+        wait_until(partial(broker_answers, address), PATIENCE_S, 1.0, f"Kafka on {address}")
     wait_until(lambda: _database_answers(settings.require_database()), PATIENCE_S, 1.0, "PostgreSQL")
     log("migrations, service roles and topics (RF 3, min ISR 2), as the chart's migration Job does")
     env = {"LABFLOW_DATABASE_URL": owner_url(s), "LABFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap(),
