@@ -88,9 +88,12 @@ bench: setup
 chaos: install $(TOXIPROXY)
 	$(BIN)/python -m load_tests.chaos $(ARGS)
 
+# every Python file of the repository: ruff and strict mypy hold for tests and benchmarks too
+PYTHON_SOURCES := services labflow_testkit tests load_tests deploy/cluster deploy/containers deploy/helm/schemas
+
 lint: install
-	$(BIN)/ruff check services labflow_testkit tests load_tests deploy/cluster deploy/containers
-	$(BIN)/mypy services labflow_testkit
+	$(BIN)/ruff check $(PYTHON_SOURCES)
+	$(BIN)/mypy $(PYTHON_SOURCES)
 
 down: install
 	$(BIN)/labflow stack down
