@@ -116,8 +116,11 @@ def main() -> None:
                 conn.execute(sql, params)
             for table in ("aggregates", "lab_daily", "lab_delays"):
                 conn.execute(f"VACUUM ANALYZE {table}")
-            sizes = {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
-                     for table in ("aggregates", "lab_daily", "lab_delays")}
+            sizes: dict[str, int] = {}
+            for table in ("aggregates", "lab_daily", "lab_delays"):
+                counted = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+                assert counted is not None, f"no count(*) row for {table}"
+                sizes[table] = counted[0]
         fill_s = time.perf_counter() - started
         print(f"filled in {fill_s:.0f} s: " + ", ".join(f"{t} {n:,} rows" for t, n in sizes.items()))
 

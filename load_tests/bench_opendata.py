@@ -81,7 +81,9 @@ def main() -> None:
                     copy.write(chunk)
             conn.commit()
             conn.execute("ANALYZE aggregates")
-            aggregate_rows = cur.execute("SELECT count(*) FROM aggregates").fetchone()[0]  # type: ignore[index]
+            counted = cur.execute("SELECT count(*) FROM aggregates").fetchone()
+            assert counted is not None, "no count(*) row for aggregates"
+            aggregate_rows = counted[0]
         fill_s = time.perf_counter() - started
         print(f"filled aggregates: {aggregate_rows:,} rows by COPY in {fill_s:.1f} s")
 

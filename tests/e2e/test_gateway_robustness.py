@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from services.core.config import Settings
 from services.simulator.client import Ack, MllpClient
-from services.simulator.demo import plan_traffic
+from services.simulator.demo import PlannedMessage, plan_traffic
 from services.simulator.oru import Observation, Order, build_oru_r01, random_patient
 
 pytestmark = pytest.mark.e2e
@@ -120,7 +120,7 @@ def test_fifty_labs_at_once_get_the_right_ack_and_every_payload_is_kept_raw(serv
     plan = plan_traffic(labs=50, messages=600, seed=4, run_tag="R50")
     acks: list[tuple[str, str, Ack]] = []
 
-    async def lab(messages: list) -> None:  # type: ignore[type-arg]
+    async def lab(messages: list[PlannedMessage]) -> None:
         client = await MllpClient("127.0.0.1", services.mllp_port).connect()
         try:
             for m in messages:

@@ -24,6 +24,7 @@ from labflow_testkit.infrastructure import settings_env
 from labflow_testkit.processes import ServiceProcess, free_port, http_status, port_open, wait_until
 from services.core.config import Settings
 from services.core.db.engine import make_engine
+from services.core.domain.rejection import Rejection
 from services.gateway.labs import LabDirectory
 from services.gateway.rejections import read_rejections
 from services.simulator.client import Ack, MllpClient
@@ -127,11 +128,13 @@ def send(port: int, *payloads: bytes) -> list[Ack]:
     return asyncio.run(conversation())
 
 
-def rejection_with_digest(settings: Settings, sha256: str) -> object:
-    def found() -> object:
+def rejection_with_digest(settings: Settings, sha256: str) -> Rejection:
+    def found() -> Rejection | None:
         return next((r for r in read_rejections(settings, timeout_s=10) if r.payload_sha256 == sha256), None)
 
-    return wait_until(found, timeout_s=20, interval_s=0.5, what="the rejection on the rejected topic")
+    rejection = wait_until(found, timeout_s=20, interval_s=0.5, what="the rejection on the rejected topic")
+    assert rejection is not None, "wait_until returned without the rejection"
+    return rejection
 
 
 # --- finding 4: messages near the size limit ------------------------------------------------------
@@ -157,8 +160,8 @@ def test_mllp_messages_at_the_size_limit(gateways: Gateways) -> None:
     ], [a.errors for a in acks]
     assert f"exceeds the {limit}-byte limit" in acks[2].errors[0]
     rejection = rejection_with_digest(running.settings, hashlib.sha256(over).hexdigest())
-    assert rejection.payload_base64 == "" and rejection.payload_size == len(over)  # type: ignore[attr-defined]
-    assert (rejection.ack_code, rejection.message_control_id) == ("AR", "SIZE+1")  # type: ignore[attr-defined]
+    assert rejection.payload_base64 == "" and rejection.payload_size == len(over)
+    assert (rejection.ack_code, rejection.message_control_id) == ("AR", "SIZE+1")
 
 
 def test_http_bodies_at_the_size_limit(gateways: Gateways) -> None:
@@ -182,7 +185,7 @@ def test_http_bodies_at_the_size_limit(gateways: Gateways) -> None:
     assert (body["limit_bytes"], body["size_bytes"]) == (MIB, MIB + 1)
     assert body["sha256"] == hashlib.sha256(over).hexdigest()
     rejection = rejection_with_digest(running.settings, body["sha256"])
-    assert rejection.lab == LAB and rejection.payload_base64 == ""  # type: ignore[attr-defined]
+    assert rejection.lab == LAB and rejection.payload_base64 == ""
 
 
 # --- finding 5: slowloris -------------------------------------------------------------------------

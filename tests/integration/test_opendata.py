@@ -40,7 +40,9 @@ def jour(days: int) -> str:
 
 def stored_results(settings: Settings) -> int:
     with psycopg.connect(libpq_url(settings.require_database())) as conn:
-        return int(conn.execute("SELECT count(*) FROM results").fetchone()[0])  # type: ignore[index]
+        row = conn.execute("SELECT count(*) FROM results").fetchone()
+    assert row is not None, "no count(*) row for results"
+    return int(row[0])
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -61,7 +61,9 @@ class Request:
 
     @property
     def document(self) -> dict[str, Any]:
-        return json.loads(self.body)  # type: ignore[no-any-return]
+        document = json.loads(self.body)
+        assert isinstance(document, dict), f"the hand-off body is not a JSON object: {self.body[:200]!r}"
+        return document
 
     @property
     def event_id(self) -> str:

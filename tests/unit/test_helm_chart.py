@@ -129,7 +129,9 @@ def test_vendored_schemas_are_the_fetched_ones() -> None:
     fetch = (SCHEMAS / "fetch.sh").read_text()
     sources = (SCHEMAS / "SOURCES.md").read_text()
     for variable in ("K8S_VERSION", "CNPG_VERSION", "KEDA_VERSION", "PROMOP_VERSION", "STRIMZI_VERSION"):
-        version = re.search(rf"^{variable}=(\S+)", fetch, re.M).group(1)  # type: ignore[union-attr]
+        setting = re.search(rf"^{variable}=(\S+)", fetch, re.M)
+        assert setting is not None, f"fetch.sh does not set {variable}"
+        version = setting.group(1)
         assert version in sources, (variable, version)
     assert sum(path.stat().st_size for path in (SCHEMAS / "json").glob("*.json")) < 2_000_000
 
