@@ -16,9 +16,9 @@ from labflow_testkit.results import make_result
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.model import LabResult, Outcome, ResultStatus
-from services.core.domain.rejection import Rejection
 from services.core.kafka import producer_config
 from services.worker.app import build_worker
+from tests.support import dead_letters
 
 pytestmark = pytest.mark.integration
 
@@ -99,26 +99,7 @@ def test_undecodable_record_is_dead_lettered_and_does_not_block_the_partition(
     produce(settings, [(key, b"{not json"), (key, b'{"schema_version": 1}'), encoded(good)])
 
     wait_until(lambda: rows(settings, "SELECT count(*) FROM results")[0][0] == 1, what="the good result")
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.require_kafka(),
-            "group.id": "dlq-probe",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([settings.topics.rejected])
-    dead: list[Rejection] = []
-
-    def collected() -> bool:
-        dead.extend(
-            Rejection.model_validate_json(m.value() or b"")
-            for m in consumer.consume(10, 1)
-            if m.error() is None
-        )
-        return len(dead) >= 2
-
-    wait_until(collected, what="two dead letters")
-    consumer.close()
+    dead = dead_letters(settings, 2)
     assert {d.stage for d in dead} == {"worker"}
     assert sorted(d.payload for d in dead) == sorted([b"{not json", b'{"schema_version": 1}'])
     assert any("not-json" in d.reasons[0].text for d in dead)
