@@ -122,6 +122,8 @@ def main() -> None:
             cases = conn.execute("SELECT count(*) FROM cases").fetchone()
     rate = len(stream) / elapsed
     after_ready = len(stream) - consumed_at_ready
+    if after_ready <= 0:
+        raise SystemExit("every result was stored before the workers reported ready: give more --results")
     steady = after_ready / (elapsed - (ready - started))
     print(
         f"worker: {len(stream):,} results in {elapsed:.1f} s (process start included) = {rate:,.0f} results/s"

@@ -395,35 +395,36 @@ class Revival:
     SETTLE = 5
 
     def __init__(self, container: str) -> None:
+        """Before the kill: remembers the start that the kill ends."""
         self.container = container
         self.pod = podman("inspect", "--format", "{{.Pod}}", container, capture=True).stdout.strip()
+        _, self.killed_start = state(container)
         self.exited_polls = 0
 
-    def running(self) -> bool:
-        running, _ = state(self.container)
+    def running_again(self) -> bool:
+        """Whether the container runs, started since the kill (one poll; starts the pod when due)."""
+        running, started_at = state(self.container)
         exited = not running and podman("pod", "inspect", "--format", "{{.State}}", self.pod,
                                         capture=True).stdout.strip() == "Exited"
         self.exited_polls = self.exited_polls + 1 if exited else 0
         if self.exited_polls >= self.SETTLE:
             podman("pod", "start", self.pod, check=False, capture=True)
             self.exited_polls = 0
-        return running
+        return running and started_at != self.killed_start
 
 
 def kill(container: str) -> Revival:
     """kill -9 the container; returns once it runs again (a new start), with what keeps it running."""
-    _, before = state(container)
     revival = Revival(container)
     podman("kill", "--signal", "KILL", container, capture=True)
-    wait_until(lambda: revival.running() and state(container)[1] != before, 120, 0.5,
-               f"{container} running again")
+    wait_until(revival.running_again, 120, 0.5, f"{container} running again")
     return revival
 
 
 def wait_back(revival: Revival, ready: Any) -> None:
     """Wait for a killed container's service to answer; if it does not, say what podman saw."""
     try:
-        wait_until(lambda: revival.running() and ready(), PATIENCE_S, 0.5, f"{revival.container} back")
+        wait_until(lambda: revival.running_again() and ready(), PATIENCE_S, 0.5, f"{revival.container} back")
     except AssertionError:
         print(podman("ps", "-a", "--format", "{{.Names}} {{.Status}}", check=False, capture=True).stdout)
         logs = podman("logs", "--tail", "60", revival.container, check=False, capture=True)
