@@ -70,3 +70,33 @@ def test_existing_topics_get_the_derived_size_limit(shared_settings: Settings) -
     config = admin.describe_configs([resource])[resource].result(10)
     assert config["max.message.bytes"].value == str(SizeLimits.of(bigger).topic_bytes)
     create_topics(shared_settings)  # back to the session's limits
+
+
+def test_every_record_of_concurrent_publishes_is_confirmed_loop_after_loop(shared_settings: Settings) -> None:
+    """Deliveries are served by the loop's pump while records are in flight and by the idle thread
+    otherwise: no confirmation is lost between them, and a pump left behind by a closed loop does not
+    hold the next loop's deliveries back (a gateway process runs one loop; tests and the replay CLI
+    run several)."""
+    publisher = KafkaPublisher(producer_config(shared_settings))
+    topics = shared_settings.topics
+
+    async def burst(batches: int) -> int:
+        async def one(n: int) -> int:
+            key = f"k{n}".encode()
+            records = [
+                Record(topics.raw, b"raw", key),
+                Record(topics.results, b"{}", key),
+                Record(topics.results, b"{}", key),
+            ]
+            await publisher.publish(records)
+            return len(records)
+
+        return sum(await asyncio.gather(*(one(n) for n in range(batches))))
+
+    try:
+        for batches in (300, 1, 300):
+            assert asyncio.run(asyncio.wait_for(burst(batches), timeout=60)) == 3 * batches
+            asyncio.run(asyncio.sleep(0.2))  # idle: the thread polls again
+        assert len(publisher._producer) == 0
+    finally:
+        publisher.close()
