@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message as hl7apy_parse
+from hypothesis import given
+from hypothesis import strategies as st
 from nacl.public import PrivateKey
 
 from services.core.domain.model import Transport
@@ -108,6 +110,25 @@ def test_ack_parses_with_hl7apy() -> None:
 
 def test_escape() -> None:
     assert escape("a|b^c~d\\e&f\r\ng") == "a\\F\\b\\S\\c\\R\\d\\E\\e\\T\\f\\.br\\g"
+
+
+def _escaped_one_delimiter_at_a_time(text: str, enc: Encoding) -> str:
+    """HL7 v2 §2.7 read literally: the escape character first, then each delimiter, then line ends."""
+    e = enc.escape
+    out = text.replace(e, f"{e}E{e}")
+    delimiters = ((enc.field, "F"), (enc.component, "S"), (enc.repetition, "R"), (enc.subcomponent, "T"))
+    for char, code in delimiters:
+        out = out.replace(char, f"{e}{code}{e}")
+    return out.replace("\r\n", "\n").replace("\r", "\n").replace("\n", f"{e}.br{e}")
+
+
+@given(
+    text=st.text(alphabet=st.sampled_from("ab é|^~\\&#$*!\r\n"), max_size=30),
+    delimiters=st.permutations("|^~\\&#$*!").map(lambda p: Encoding(*p[:5])),
+)
+def test_escape_agrees_with_escaping_one_delimiter_at_a_time(text: str, delimiters: Encoding) -> None:
+    for enc in (Encoding(), delimiters):
+        assert escape(text, enc) == _escaped_one_delimiter_at_a_time(text, enc)
 
 
 @pytest.mark.parametrize(

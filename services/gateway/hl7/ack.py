@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from services.gateway.hl7.header import MessageHeader
@@ -13,19 +14,28 @@ DEFAULT_VERSION = "2.5.1"
 
 
 def escape(text: str, enc: Encoding = DEFAULT_ENCODING) -> str:
-    """ER7 escaping of one leaf value (the escape character first, line ends as `\\.br\\`)."""
+    """ER7 escaping of one leaf value (delimiters as `\\F\\`…, the escape character as `\\E\\`, each line
+    end as `\\.br\\`): one pass over the text, which an ACK does for each of its values."""
+    if "\r\n" in text:
+        text = text.replace("\r\n", "\n")
+    return text.translate(_escapes(enc))
+
+
+@functools.lru_cache(maxsize=64)
+def _escapes(enc: Encoding) -> dict[int, str]:
     e = enc.escape
-    out = text.replace(e, f"{e}E{e}")
+    table: dict[int, str] = {}
     for char, code in (
+        (e, "E"),
         (enc.field, "F"),
         (enc.component, "S"),
         (enc.repetition, "R"),
         (enc.subcomponent, "T"),
+        ("\r", ".br"),
+        ("\n", ".br"),
     ):
-        out = out.replace(char, f"{e}{code}{e}")
-    if "\r" in out or "\n" in out:
-        out = out.replace("\r\n", "\n").replace("\r", "\n").replace("\n", f"{e}.br{e}")
-    return out
+        table.setdefault(ord(char), f"{e}{code}{e}")
+    return table
 
 
 def _version_parts(version: str) -> tuple[int, ...] | None:
