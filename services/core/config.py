@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         default=None, description="PEM CA bundle: enables mutual TLS, the client certificate names the lab"
     )
     delivery_timeout_s: float = 10.0
+    kafka_linger_ms: int = Field(
+        default=10, ge=0, le=1000,
+        description="Producers wait this long to batch records: fewer, larger batches cost Kafka and the "
+        "gateway less CPU per record, and add up to this to each ACK (services/core/kafka.py)",
+    )
     gateway_ops_port: int = 9101
     lab_registry_enforced: bool = Field(default=True, description="Only registered, enabled labs may send")
     lab_registry_refresh_s: float = 30.0
