@@ -67,6 +67,12 @@ def consumer_config(settings: Settings, group_id: str, **extra: object) -> dict[
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 2_000,
         "isolation.level": "read_committed",
+        # a fetch waits for 64 KiB or 100 ms, where librdkafka's default (1 byte) answers each fetch
+        # as soon as one record is there: with a producer of 1,500 messages/s and one consumer on 2
+        # cores, the broker's CPU per message fell from 240–340 µs to 170–180 µs (the producer's own
+        # share), for at most 100 ms more before a quiet topic's record is read
+        "fetch.min.bytes": 65_536,
+        "fetch.wait.max.ms": 100,
     }
     config.update(extra)
     return config
