@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.gateway.hl7.parse import Encoding, ParseError, parse_message, unescape
 
@@ -98,3 +100,32 @@ def test_not_hl7(raw: bytes, field: int | None) -> None:
 def test_bad_segment_name() -> None:
     with pytest.raises(ParseError):
         parse_message("MSH|^~\\&|A|B\rP!D|1\r")
+
+
+# both encodings' delimiters, escape sequences of each, and text
+TOKENS: tuple[str, ...] = ("|", "^", "~", "&", "#", "!", "*", "$", "%", "\\", "A", "BC", "1 ")
+TOKENS += ("\\F\\", "\\T\\", "\\X41\\", "$S$", "$R$")
+SEGMENT_TEXT = st.lists(st.sampled_from(TOKENS), max_size=30).map("".join)
+
+
+@settings(max_examples=300)
+@given(
+    name=st.sampled_from(("MSH", "PID", "OBX")),
+    text=SEGMENT_TEXT,
+    delimiters=st.sampled_from(("|^~\\&", "#!*$%")),
+    count=st.integers(0, 6),
+)
+def test_components_are_each_component(name: str, text: str, delimiters: str, count: int) -> None:
+    head = "MSH" + delimiters + delimiters[0]
+    er7 = head + (text if name == "MSH" else f"\r{name}{delimiters[0]}{text}")
+    segment = parse_message(er7).segments[-1]
+    for n in range(len(segment.fields) + 2):
+        reps = max(1, len(segment.repetitions(n)))
+        for rep in range(reps + 1):
+            components = segment.components(n, count, rep)
+            assert len(components) >= count
+            for c in range(1, max(count, len(components)) + 2):
+                assert (components[c - 1] if c <= len(components) else "") == segment.component(n, c, rep)
+        assert segment.repetitions_components(n, count) == [
+            segment.components(n, count, rep) for rep in range(len(segment.repetitions(n)))
+        ]

@@ -51,27 +51,26 @@ class MessageHeader:
 
 
 def read_header(msh: Segment, charset: str) -> MessageHeader:
-    namespace = msh.component(4, 1)
-    universal_id = msh.component(4, 2)
-    universal_id_type = msh.component(4, 3)
+    namespace, universal_id, universal_id_type = msh.components(4, 3)[:3]
     finess = universal_id if universal_id and universal_id_type.upper() == _FINESS_TYPE else None
+    message_type, trigger_event = msh.components(9, 2)[:2]
     return MessageHeader(
         field_separator=msh.raw(1),
         encoding_characters=msh.raw(2)[:4],
-        sending_application=msh.component(3, 1),
+        sending_application=msh.components(3, 1)[0],
         sending_facility=namespace or universal_id,
         sending_facility_universal_id=universal_id,
         sending_facility_universal_id_type=universal_id_type,
         lab_finess=finess,
-        receiving_application=msh.component(5, 1),
-        receiving_facility=msh.component(6, 1),
-        message_type=msh.component(9, 1),
-        trigger_event=msh.component(9, 2),
-        control_id=msh.field(10),
-        processing_id=msh.component(11, 1),
-        version=msh.component(12, 1),
-        accept_ack_type=msh.field(15),
-        application_ack_type=msh.field(16),
+        receiving_application=msh.components(5, 1)[0],
+        receiving_facility=msh.components(6, 1)[0],
+        message_type=message_type,
+        trigger_event=trigger_event,
+        control_id=msh.components(10, 1)[0],
+        processing_id=msh.components(11, 1)[0],
+        version=msh.components(12, 1)[0],
+        accept_ack_type=msh.components(15, 1)[0],
+        application_ack_type=msh.components(16, 1)[0],
         charset=charset,
     )
 

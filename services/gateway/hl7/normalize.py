@@ -112,20 +112,21 @@ class _Group:
         specimen_collected_at = ""
         if self.specimen is not None:
             spm, specimen_sequence = self.specimen
-            specimen_id = spm.subcomponent(2, 1, 1) or spm.subcomponent(2, 2, 1) or None
-            specimen_type = spm.component(4, 1) or None
-            specimen_collected_at = spm.subcomponent(17, 1, 1)
+            placer, filler = spm.components(2, 2)[:2]
+            specimen_id = placer or filler or None
+            specimen_type = spm.components(4, 1)[0] or None
+            specimen_collected_at = spm.components(17, 1)[0]
         else:
-            specimen_type = obr.subcomponent(15, 1, 1) or None
+            specimen_type = obr.components(15, 1)[0] or None
         return OrderDraft(
             self.obr_sequence,
             specimen_sequence,
             specimen_id,
-            obr.component(3, 1) or obr.component(2, 1),
+            obr.components(3, 1)[0] or obr.components(2, 1)[0],
             specimen_type,
             specimen_collected_at,
-            obr.subcomponent(7, 1, 1),
-            obr.subcomponent(22, 1, 1),
+            obr.components(7, 1)[0],
+            obr.components(22, 1)[0],
             self.observations,
         )
 

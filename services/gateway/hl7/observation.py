@@ -28,32 +28,35 @@ Observation = tuple[str, TestKind, Outcome, ResultStatus, datetime | None, str |
 """LOINC, test kind, outcome, status, observation time (OBX-14), performing lab."""
 
 
-def observation_code(obx: Segment) -> str:
-    """OBX-3's LOINC code: the identifier, or the alternate identifier when only it is coded LN."""
-    loinc = obx.component(3, 1)
-    if loinc not in LOINC_KINDS and obx.component(3, 3) != "LN" and obx.component(3, 6) == "LN":
-        loinc = obx.component(3, 4)
+def observation_code(identifier: list[str]) -> str:
+    """OBX-3's LOINC code (from its components, at least 6): the identifier, or the alternate
+    identifier when only it is coded LN."""
+    loinc = identifier[0]
+    if loinc not in LOINC_KINDS and identifier[2] != "LN" and identifier[5] == "LN":
+        loinc = identifier[3]
     return loinc
 
 
 def observation_draft(obx: Segment, seq: int) -> ObservationDraft:
     """What one OBX says, unchecked."""
-    first = obx.component(5, 1)
+    value = obx.components(5, 5)
+    first = value[0]
     alternates: tuple[str, ...] = ()
     # a coded value's other components are read only when OBX-5.1 is not an outcome itself: the checks
-    # would not look at them (the hot path of every message)
-    if obx.component(2, 1) in _CODED_TYPES and (not first or outcome_from_value(first) is None):
-        alternates = (obx.component(5, 2), obx.component(5, 4), obx.component(5, 5))
+    # would not look at them
+    if obx.components(2, 1)[0] in _CODED_TYPES and (not first or outcome_from_value(first) is None):
+        alternates = (value[1], value[3], value[4])
+    performer = obx.components(23, 10)
     return ObservationDraft(
         seq,
-        observation_code(obx),
-        obx.component(29, 1) == "QST",
-        obx.component(11, 1),
+        observation_code(obx.components(3, 6)),
+        obx.components(29, 1)[0] == "QST",
+        obx.components(11, 1)[0],
         first,
         alternates,
         bool(obx.raw(5)),
-        obx.subcomponent(14, 1, 1),
-        obx.component(23, 10) or obx.component(23, 1) or obx.component(15, 1) or None,
+        obx.components(14, 1)[0],
+        performer[9] or performer[0] or obx.components(15, 1)[0] or None,
     )
 
 

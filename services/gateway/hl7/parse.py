@@ -3,7 +3,9 @@
 Driven by the message's own MSH-1 (field separator) and MSH-2 (component, repetition, escape and
 subcomponent characters). Splitting is lazy: segments are cut on CR / LF / CRLF once, a segment is
 split into fields on first access, and repetitions / components / subcomponents are cut with plain
-`str.split` only for the values asked for. Escape sequences are decoded on leaf values only.
+`str.split` only for the values asked for. Escape sequences are decoded on leaf values only. A reader
+of several components of one field takes them in one call (`components`, `repetitions_components`):
+the normalizer reads about fifty values per message, and a call per value was its largest cost.
 
 Field numbering is HL7's: `segment.raw(n)` is field n. For MSH, field 1 is the field separator
 itself and field 2 the encoding characters, so MSH-10 is the message control id.
@@ -202,6 +204,42 @@ class Segment:
     def field(self, n: int, rep: int = 0) -> str:
         """Unescaped value of a simple field: n.1.1 of repetition `rep`."""
         return self.component(n, 1, rep)
+
+    def components(self, n: int, count: int, rep: int = 0) -> list[str]:
+        """Every unescaped component n.c (its first subcomponent) of repetition `rep`, c from 1: at
+        least `count` of them ("" when absent), so that item c - 1 is `component(n, c, rep)` for
+        every c up to `count`. One call for a field whose components a reader reads several of."""
+        fields = self._fields if self._fields is not None else self.fields
+        value = fields[n] if n < len(fields) else ""
+        if n <= 2 and self.name == "MSH":
+            return [self.component(n, 1, rep)] + [""] * (count - 1)
+        if not value:
+            return [""] * count
+        enc = self.enc
+        if enc.repetition in value:
+            parts = value.split(enc.repetition)
+            value = parts[rep] if rep < len(parts) else ""
+        elif rep:
+            value = ""
+        return _leaves(value, count, enc)
+
+    def repetitions_components(self, n: int, count: int) -> list[list[str]]:
+        """`components(n, count, rep)` of each repetition of field n; [] when the field is empty."""
+        if n <= 2 and self.name == "MSH":
+            return [self.components(n, count)] if self.raw(n) else []
+        return [_leaves(value, count, self.enc) for value in self.repetitions(n)]
+
+
+def _leaves(value: str, count: int, enc: Encoding) -> list[str]:
+    """The first subcomponents of the components of one repetition, unescaped, at least `count`."""
+    components = value.split(enc.component) if value else []
+    if enc.subcomponent in value or enc.escape in value:
+        sub = enc.subcomponent
+        components = [unescape(c.split(sub, 1)[0], enc) for c in components]
+    missing = count - len(components)
+    if missing > 0:
+        components += [""] * missing
+    return components
 
 
 class Message:
