@@ -115,17 +115,17 @@ SEGMENT_TEXT = st.lists(st.sampled_from(TOKENS), max_size=30).map("".join)
     delimiters=st.sampled_from(("|^~\\&", "#!*$%")),
     count=st.integers(0, 6),
 )
-def test_components_are_each_component(name: str, text: str, delimiters: str, count: int) -> None:
+def test_bulk_reads_are_each_component(name: str, text: str, delimiters: str, count: int) -> None:
     head = "MSH" + delimiters + delimiters[0]
     er7 = head + (text if name == "MSH" else f"\r{name}{delimiters[0]}{text}")
     segment = parse_message(er7).segments[-1]
-    for n in range(len(segment.fields) + 2):
-        reps = max(1, len(segment.repetitions(n)))
-        for rep in range(reps + 1):
-            components = segment.components(n, count, rep)
+    numbers = range(3 if name == "MSH" else 1, len(segment.fields) + 2)
+    wanted = [(n, c) for n in numbers for c in range(1, count + 3)]
+    assert segment.read(wanted) == [segment.component(n, c) for n, c in wanted]
+    for n in numbers:
+        repetitions = segment.repetitions_components(n, count)
+        assert len(repetitions) == len(segment.repetitions(n))
+        for rep, components in enumerate(repetitions):
             assert len(components) >= count
             for c in range(1, max(count, len(components)) + 2):
                 assert (components[c - 1] if c <= len(components) else "") == segment.component(n, c, rep)
-        assert segment.repetitions_components(n, count) == [
-            segment.components(n, count, rep) for rep in range(len(segment.repetitions(n)))
-        ]

@@ -50,27 +50,36 @@ class MessageHeader:
         return Encoding(self.field_separator, chars[0], chars[1], chars[2], chars[3])
 
 
+_MSH_READ = (
+    (3, 1), (4, 1), (4, 2), (4, 3), (5, 1), (6, 1), (9, 1), (9, 2),
+    (10, 1), (11, 1), (12, 1), (15, 1), (16, 1),
+)
+
+
 def read_header(msh: Segment, charset: str) -> MessageHeader:
-    namespace, universal_id, universal_id_type = msh.components(4, 3)[:3]
+    (
+        application, namespace, universal_id, universal_id_type, receiving_application,
+        receiving_facility, message_type, trigger_event, control_id, processing_id, version,
+        accept_ack_type, application_ack_type,
+    ) = msh.read(_MSH_READ)
     finess = universal_id if universal_id and universal_id_type.upper() == _FINESS_TYPE else None
-    message_type, trigger_event = msh.components(9, 2)[:2]
     return MessageHeader(
         field_separator=msh.raw(1),
         encoding_characters=msh.raw(2)[:4],
-        sending_application=msh.components(3, 1)[0],
+        sending_application=application,
         sending_facility=namespace or universal_id,
         sending_facility_universal_id=universal_id,
         sending_facility_universal_id_type=universal_id_type,
         lab_finess=finess,
-        receiving_application=msh.components(5, 1)[0],
-        receiving_facility=msh.components(6, 1)[0],
+        receiving_application=receiving_application,
+        receiving_facility=receiving_facility,
         message_type=message_type,
         trigger_event=trigger_event,
-        control_id=msh.components(10, 1)[0],
-        processing_id=msh.components(11, 1)[0],
-        version=msh.components(12, 1)[0],
-        accept_ack_type=msh.components(15, 1)[0],
-        application_ack_type=msh.components(16, 1)[0],
+        control_id=control_id,
+        processing_id=processing_id,
+        version=version,
+        accept_ack_type=accept_ack_type,
+        application_ack_type=application_ack_type,
         charset=charset,
     )
 

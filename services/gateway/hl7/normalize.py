@@ -96,6 +96,10 @@ class Normalized:
         return "AA"
 
 
+_OBR_READ = ((2, 1), (3, 1), (7, 1), (15, 1), (22, 1))
+_SPM_READ = ((2, 1), (2, 2), (4, 1), (17, 1))
+
+
 @dataclass(slots=True)
 class _Group:
     patient: Patient
@@ -112,21 +116,21 @@ class _Group:
         specimen_collected_at = ""
         if self.specimen is not None:
             spm, specimen_sequence = self.specimen
-            placer, filler = spm.components(2, 2)[:2]
+            placer, filler, spm_type, specimen_collected_at = spm.read(_SPM_READ)
             specimen_id = placer or filler or None
-            specimen_type = spm.components(4, 1)[0] or None
-            specimen_collected_at = spm.components(17, 1)[0]
-        else:
-            specimen_type = obr.components(15, 1)[0] or None
+            specimen_type = spm_type or None
+        placer_order, filler_order, collected_at, obr_type, result_at = obr.read(_OBR_READ)
+        if self.specimen is None:
+            specimen_type = obr_type or None
         return OrderDraft(
             self.obr_sequence,
             specimen_sequence,
             specimen_id,
-            obr.components(3, 1)[0] or obr.components(2, 1)[0],
+            filler_order or placer_order,
             specimen_type,
             specimen_collected_at,
-            obr.components(7, 1)[0],
-            obr.components(22, 1)[0],
+            collected_at,
+            result_at,
             self.observations,
         )
 

@@ -28,35 +28,35 @@ Observation = tuple[str, TestKind, Outcome, ResultStatus, datetime | None, str |
 """LOINC, test kind, outcome, status, observation time (OBX-14), performing lab."""
 
 
-def observation_code(identifier: list[str]) -> str:
-    """OBX-3's LOINC code (from its components, at least 6): the identifier, or the alternate
-    identifier when only it is coded LN."""
-    loinc = identifier[0]
-    if loinc not in LOINC_KINDS and identifier[2] != "LN" and identifier[5] == "LN":
-        loinc = identifier[3]
-    return loinc
+_OBX_READ = (
+    (2, 1), (3, 1), (3, 3), (3, 4), (3, 6), (5, 1), (5, 2), (5, 4), (5, 5),
+    (11, 1), (14, 1), (15, 1), (23, 1), (23, 10), (29, 1),
+)
 
 
 def observation_draft(obx: Segment, seq: int) -> ObservationDraft:
     """What one OBX says, unchecked."""
-    value = obx.components(5, 5)
-    first = value[0]
+    (
+        value_type, code, coding_system, alternate_code, alternate_coding_system, first, text,
+        alternate_value, alternate_text, status, observed_at, producer, performer, performer_id, nature,
+    ) = obx.read(_OBX_READ)
+    loinc = code
+    if loinc not in LOINC_KINDS and coding_system != "LN" and alternate_coding_system == "LN":
+        loinc = alternate_code  # only the alternate identifier is coded LN
     alternates: tuple[str, ...] = ()
-    # a coded value's other components are read only when OBX-5.1 is not an outcome itself: the checks
-    # would not look at them
-    if obx.components(2, 1)[0] in _CODED_TYPES and (not first or outcome_from_value(first) is None):
-        alternates = (value[1], value[3], value[4])
-    performer = obx.components(23, 10)
+    # a coded value's other components count only when OBX-5.1 is not an outcome itself
+    if value_type in _CODED_TYPES and (not first or outcome_from_value(first) is None):
+        alternates = (text, alternate_value, alternate_text)
     return ObservationDraft(
         seq,
-        observation_code(obx.components(3, 6)),
-        obx.components(29, 1)[0] == "QST",
-        obx.components(11, 1)[0],
+        loinc,
+        nature == "QST",
+        status,
         first,
         alternates,
         bool(obx.raw(5)),
-        obx.components(14, 1)[0],
-        performer[9] or performer[0] or obx.components(15, 1)[0] or None,
+        observed_at,
+        performer_id or performer or producer or None,
     )
 
 

@@ -4,8 +4,8 @@ Driven by the message's own MSH-1 (field separator) and MSH-2 (component, repeti
 subcomponent characters). Splitting is lazy: segments are cut on CR / LF / CRLF once, a segment is
 split into fields on first access, and repetitions / components / subcomponents are cut with plain
 `str.split` only for the values asked for. Escape sequences are decoded on leaf values only. A reader
-of several components of one field takes them in one call (`components`, `repetitions_components`):
-the normalizer reads about fifty values per message, and a call per value was its largest cost.
+of several values takes them in one call (`read`, `repetitions_components`): the normalizer reads
+about fifty values per message, and a call per value was its largest cost.
 
 Field numbering is HL7's: `segment.raw(n)` is field n. For MSH, field 1 is the field separator
 itself and field 2 the encoding characters, so MSH-10 is the message control id.
@@ -13,6 +13,7 @@ itself and field 2 the encoding characters, so MSH-10 is the message control id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = ["Encoding", "Message", "ParseError", "Segment", "parse_message", "unescape"]
@@ -205,28 +206,37 @@ class Segment:
         """Unescaped value of a simple field: n.1.1 of repetition `rep`."""
         return self.component(n, 1, rep)
 
-    def components(self, n: int, count: int, rep: int = 0) -> list[str]:
-        """Every unescaped component n.c (its first subcomponent) of repetition `rep`, c from 1: at
-        least `count` of them ("" when absent), so that item c - 1 is `component(n, c, rep)` for
-        every c up to `count`. One call for a field whose components a reader reads several of."""
+    def read(self, wanted: Sequence[tuple[int, int]]) -> list[str]:
+        """`component(n, c)` (first repetition) for each (n, c) of `wanted`, in one call: for readers
+        of several values of a segment. Fields past MSH-2 only; `wanted` is best grouped by field."""
         fields = self._fields if self._fields is not None else self.fields
-        value = fields[n] if n < len(fields) else ""
-        if n <= 2 and self.name == "MSH":
-            return [self.component(n, 1, rep)] + [""] * (count - 1)
-        if not value:
-            return [""] * count
+        count = len(fields)
         enc = self.enc
-        if enc.repetition in value:
-            parts = value.split(enc.repetition)
-            value = parts[rep] if rep < len(parts) else ""
-        elif rep:
-            value = ""
-        return _leaves(value, count, enc)
+        repetition, component, subcomponent, escape = (
+            enc.repetition, enc.component, enc.subcomponent, enc.escape
+        )
+        values: list[str] = []
+        append = values.append
+        last_n = -1
+        components: list[str] = []
+        for n, c in wanted:
+            if n != last_n:
+                last_n = n
+                value = fields[n] if n < count else ""
+                if repetition in value:
+                    value = value.split(repetition, 1)[0]
+                components = value.split(component) if value else []
+            value = components[c - 1] if c <= len(components) else ""
+            if subcomponent in value:
+                value = value.split(subcomponent, 1)[0]
+            append(unescape(value, enc) if escape in value else value)
+        return values
 
     def repetitions_components(self, n: int, count: int) -> list[list[str]]:
-        """`components(n, count, rep)` of each repetition of field n; [] when the field is empty."""
-        if n <= 2 and self.name == "MSH":
-            return [self.components(n, count)] if self.raw(n) else []
+        """Each repetition of field n as its unescaped components (each its first subcomponent): at
+        least `count` of them ("" when absent), so that item c - 1 of repetition `rep` is
+        `component(n, c, rep)` for every c up to `count`; [] when the field is empty. Fields past
+        MSH-2 only."""
         return [_leaves(value, count, self.enc) for value in self.repetitions(n)]
 
 

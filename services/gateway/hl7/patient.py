@@ -35,6 +35,8 @@ from services.gateway.issues import Issue
 INS_TYPE_CODES = frozenset({"INS", "NH"})
 MAX_AGE_YEARS = 120
 _FRANCE = frozenset({"", "FRA", "FR", "FRANCE", "250"})
+_PID_READ = ((7, 1), (8, 1), (23, 1))
+_NO_NAME = [""] * 7
 
 
 @dataclass(slots=True)
@@ -66,14 +68,15 @@ def patient_draft(pid: Segment, seq: int) -> PatientDraft:
 
     names = pid.repetitions_components(5, 7)
     # the legal name (type L), else the first
-    name = next((n for n in names if n[6] == "L"), names[0]) if len(names) > 1 else pid.components(5, 3)
+    name = next((n for n in names if n[6] == "L"), names[0]) if names else _NO_NAME
     birth_name = name[0]
     given_names = " ".join(filter(None, (name[1], name[2])))
 
     postal_code = None
     country = ""
     address: dict[str, str] | None = None
-    birth_place = pid.components(23, 1)[0] or None
+    birth_date, sex, birth_place = pid.read(_PID_READ)
+    birth_place = birth_place or None
     for place in pid.repetitions_components(11, 9):
         street, other, city, _, postal, nation, kind, _, county = place[:9]
         if kind == "BDL":
@@ -96,15 +99,14 @@ def patient_draft(pid: Segment, seq: int) -> PatientDraft:
         elif phone is None:
             local = telecom[6]
             phone = telecom[0] or telecom[11] or ("".join((telecom[4], telecom[5], local)) if local else None)
-    sex = pid.components(8, 1)[0].upper()
     return PatientDraft(
         seq,
         ins,
         lab_patient_id,
         birth_name,
         given_names,
-        pid.components(7, 1)[0],
-        sex,
+        birth_date,
+        sex.upper(),
         postal_code,
         country,
         address,
