@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.gateway.hl7.parse import Encoding, ParseError, parse_message, unescape
+from services.gateway.hl7.parse import Encoding, ParseError, ReadPlan, parse_message, unescape
 
 MESSAGE = (
     "MSH|^~\\&|LIS|LAB^1.2.3^ISO|LABFLOW|LABFLOW|20240115103000+0100||ORU^R01^ORU_R01|CTRL1|P|2.5.1\r"
@@ -121,7 +121,9 @@ def test_bulk_reads_are_each_component(name: str, text: str, delimiters: str, co
     segment = parse_message(er7).segments[-1]
     numbers = range(3 if name == "MSH" else 1, len(segment.fields) + 2)
     wanted = [(n, c) for n in numbers for c in range(1, count + 3)]
-    assert segment.read(wanted) == [segment.component(n, c) for n, c in wanted]
+    assert segment.read(ReadPlan(*wanted)) == [segment.component(n, c) for n, c in wanted]
+    shuffled = sorted(wanted, key=lambda pair: (pair[1] * 7919 + pair[0]) % 13)
+    assert segment.read(ReadPlan(*shuffled)) == [segment.component(n, c) for n, c in shuffled]
     for n in numbers:
         repetitions = segment.repetitions_components(n, count)
         assert len(repetitions) == len(segment.repetitions(n))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.gateway import issue_catalogue as catalogue
-from services.gateway.hl7.parse import Encoding, ParseError, Segment, parse_message
+from services.gateway.hl7.parse import Encoding, ParseError, ReadPlan, Segment, parse_message
 from services.gateway.issues import Issue
 from services.gateway.sender import claims_other_lab
 
@@ -50,7 +50,7 @@ class MessageHeader:
         return Encoding(self.field_separator, chars[0], chars[1], chars[2], chars[3])
 
 
-_MSH_READ = (
+_MSH_READ = ReadPlan(
     (3, 1), (4, 1), (4, 2), (4, 3), (5, 1), (6, 1), (9, 1), (9, 2),
     (10, 1), (11, 1), (12, 1), (15, 1), (16, 1),
 )

@@ -48,7 +48,7 @@ from services.gateway.hl7.header import MessageHeader as MessageHeader
 from services.gateway.hl7.header import normalize_header as normalize_header
 from services.gateway.hl7.header import read_header, rejection
 from services.gateway.hl7.observation import Observation, check_observation, observation_draft
-from services.gateway.hl7.parse import ParseError, Segment, parse_message
+from services.gateway.hl7.parse import ParseError, ReadPlan, Segment, parse_message
 from services.gateway.hl7.patient import Patient, check_patient, patient_draft
 from services.gateway.identity import IdentityProtector
 
@@ -96,8 +96,8 @@ class Normalized:
         return "AA"
 
 
-_OBR_READ = ((2, 1), (3, 1), (7, 1), (15, 1), (22, 1))
-_SPM_READ = ((2, 1), (2, 2), (4, 1), (17, 1))
+_OBR_READ = ReadPlan((2, 1), (3, 1), (7, 1), (15, 1), (22, 1))
+_SPM_READ = ReadPlan((2, 1), (2, 2), (4, 1), (17, 1))
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ from services.core.domain.terminology import LOINC_KINDS, RESULT_STATUSES, outco
 from services.gateway import issue_catalogue as catalogue
 from services.gateway.drafts import ObservationDraft
 from services.gateway.hl7.datatypes import read_dtm
-from services.gateway.hl7.parse import Segment
+from services.gateway.hl7.parse import ReadPlan, Segment
 from services.gateway.issues import Issue
 
 _CODED_TYPES = frozenset({"CWE", "CE", "CNE", "CF"})
@@ -28,7 +28,7 @@ Observation = tuple[str, TestKind, Outcome, ResultStatus, datetime | None, str |
 """LOINC, test kind, outcome, status, observation time (OBX-14), performing lab."""
 
 
-_OBX_READ = (
+_OBX_READ = ReadPlan(
     (2, 1), (3, 1), (3, 3), (3, 4), (3, 6), (5, 1), (5, 2), (5, 4), (5, 5),
     (11, 1), (14, 1), (15, 1), (23, 1), (23, 10), (29, 1),
 )

@@ -13,10 +13,12 @@ itself and field 2 the encoding characters, so MSH-10 is the message control id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Encoding", "Message", "ParseError", "Segment", "parse_message", "unescape"]
+__all__ = ["Encoding", "Message", "ParseError", "ReadPlan", "Segment", "parse_message", "unescape"]
 
 
 class ParseError(ValueError):
@@ -101,6 +103,25 @@ def unescape(value: str, enc: Encoding = DEFAULT_ENCODING) -> str:
         out.append(parts[i + 1])
         i += 2
     return "".join(out)
+
+
+class ReadPlan:
+    """Which values a reader takes from a segment: (field, component) pairs, in the order `read`
+    returns them. Made once per reader (a module constant), not per message."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, *wanted: tuple[int, int]) -> None:
+        self.fields: list[tuple[int, Callable[[list[str]], Sequence[str]], list[str]]] = []
+        """Per run of one field in `wanted`: its number, what takes its components, and the ""s that
+        pad its components up to the last one taken."""
+        for n, same_field in itertools.groupby(wanted, key=lambda pair: pair[0]):
+            indexes = [c - 1 for _, c in same_field]
+            # one index: a slice, for a list of one (itemgetter of one index gives the item itself)
+            first = indexes[0]
+            one = slice(first, first + 1)
+            take = operator.itemgetter(*indexes) if len(indexes) > 1 else operator.itemgetter(one)
+            self.fields.append((n, take, [""] * (max(indexes) + 1)))
 
 
 class Segment:
@@ -206,9 +227,9 @@ class Segment:
         """Unescaped value of a simple field: n.1.1 of repetition `rep`."""
         return self.component(n, 1, rep)
 
-    def read(self, wanted: Sequence[tuple[int, int]]) -> list[str]:
-        """`component(n, c)` (first repetition) for each (n, c) of `wanted`, in one call: for readers
-        of several values of a segment. Fields past MSH-2 only; `wanted` is best grouped by field."""
+    def read(self, plan: ReadPlan) -> list[str]:
+        """`component(n, c)` (first repetition) for each (n, c) the plan names, in its order: one call
+        for a reader of several values of a segment. Fields past MSH-2 only."""
         fields = self._fields if self._fields is not None else self.fields
         count = len(fields)
         enc = self.enc
@@ -216,20 +237,20 @@ class Segment:
             enc.repetition, enc.component, enc.subcomponent, enc.escape
         )
         values: list[str] = []
-        append = values.append
-        last_n = -1
-        components: list[str] = []
-        for n, c in wanted:
-            if n != last_n:
-                last_n = n
-                value = fields[n] if n < count else ""
-                if repetition in value:
-                    value = value.split(repetition, 1)[0]
-                components = value.split(component) if value else []
-            value = components[c - 1] if c <= len(components) else ""
-            if subcomponent in value:
-                value = value.split(subcomponent, 1)[0]
-            append(unescape(value, enc) if escape in value else value)
+        extend = values.extend
+        for n, take, padding in plan.fields:
+            value = fields[n] if n < count else ""
+            if not value:
+                extend(take(padding))
+                continue
+            if repetition in value:
+                value = value.split(repetition, 1)[0]
+            components = value.split(component)
+            if subcomponent in value or escape in value:
+                components = [unescape(c.split(subcomponent, 1)[0], enc) for c in components]
+            if len(components) < len(padding):
+                components += padding
+            extend(take(components))
         return values
 
     def repetitions_components(self, n: int, count: int) -> list[list[str]]:

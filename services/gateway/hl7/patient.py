@@ -27,7 +27,7 @@ from services.core.domain.terminology import ADMINISTRATIVE_SEXES, INS_OIDS
 from services.gateway import issue_catalogue as catalogue
 from services.gateway.drafts import PatientDraft
 from services.gateway.hl7.datatypes import parse_dtm
-from services.gateway.hl7.parse import Segment
+from services.gateway.hl7.parse import ReadPlan, Segment
 from services.gateway.identity import IdentityProtector
 from services.gateway.ins import ins_error, normalize_matricule
 from services.gateway.issues import Issue
@@ -35,7 +35,7 @@ from services.gateway.issues import Issue
 INS_TYPE_CODES = frozenset({"INS", "NH"})
 MAX_AGE_YEARS = 120
 _FRANCE = frozenset({"", "FRA", "FR", "FRANCE", "250"})
-_PID_READ = ((7, 1), (8, 1), (23, 1))
+_PID_READ = ReadPlan((7, 1), (8, 1), (23, 1))
 _NO_NAME = [""] * 7
 
 
@@ -75,8 +75,8 @@ def patient_draft(pid: Segment, seq: int) -> PatientDraft:
     postal_code = None
     country = ""
     address: dict[str, str] | None = None
-    birth_date, sex, birth_place = pid.read(_PID_READ)
-    birth_place = birth_place or None
+    birth_date, sex, birth_place_id = pid.read(_PID_READ)
+    birth_place = birth_place_id or None
     for place in pid.repetitions_components(11, 9):
         street, other, city, _, postal, nation, kind, _, county = place[:9]
         if kind == "BDL":
