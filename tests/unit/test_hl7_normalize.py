@@ -3,7 +3,8 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-from datetime import UTC, date, datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from services.core.domain.model import (
     Transport,
 )
 from services.core.sealing import open_sealed
+from services.gateway.hl7.datatypes import read_dtm_text
 from services.gateway.hl7.normalize import Normalized, normalize_header, normalize_oru, parse_dtm
 from services.gateway.identity import IdentityProtector
 from services.simulator.oru import build_oru_r01, random_order, random_patient
@@ -409,6 +411,39 @@ def test_parse_dtm(value: str, expected: datetime) -> None:
 def test_parse_dtm_rejects(value: str) -> None:
     with pytest.raises(ValueError):
         parse_dtm(value)
+
+
+def _reading(read: Callable[[str, tzinfo], datetime], value: str) -> tuple[datetime, object] | str:
+    try:
+        parsed = read(value, PARIS)
+    except ValueError:
+        return "refused"
+    return parsed, parsed.utcoffset()
+
+
+def _two_digits(high: int) -> st.SearchStrategy[str]:
+    return st.integers(0, high).map("{:02d}".format)
+
+
+FULL_DTM = st.tuples(
+    st.sampled_from(("1799", "1800", "2024", "9998", "9999", "0000")),
+    _two_digits(13),  # month
+    _two_digits(32),  # day
+    _two_digits(24),  # hour
+    _two_digits(60),  # minute
+    _two_digits(61),  # second
+    st.sampled_from("+-"),
+    _two_digits(25),  # offset hours
+    _two_digits(99),  # offset minutes
+).map("".join)
+
+
+@settings(max_examples=500)
+@given(value=FULL_DTM | st.text(alphabet="0123456789+-.T:٣", min_size=17, max_size=21))
+def test_parse_dtm_full_form_as_the_general_reading(value: str) -> None:
+    # the full form with an offset is read by datetime.fromisoformat: the same datetimes, offsets and
+    # refusals as the field-by-field reading of every form
+    assert _reading(parse_dtm.__wrapped__, value) == _reading(read_dtm_text, value)
 
 
 def test_normalize_header_from_truncated_head() -> None:
