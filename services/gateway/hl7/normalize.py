@@ -24,6 +24,10 @@ time zone (`lab_time_zone`, SPEC §8.1); the collection day is then the residenc
 (`LabResult.collection_day`). The department → region table is injected (`department_region`); only
 a caller that passes none gets the default reference directory's.
 
+Results are built without pydantic's validation (`_checked_result`): what reaches a `LabResult` was
+checked here or bounded by the content screen, and validating it again cost about half of building a
+result; tests/unit/test_hl7_normalize.py re-validates generated results to keep the two equal.
+
 Issue texts go to logs and topics: they never contain the patient's name, INS, address, phone or birth
 date. Result values and codes, lab ids and INS key digits are not identifying and may appear.
 """
