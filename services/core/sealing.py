@@ -3,27 +3,35 @@
 
 A libsodium sealed box draws a fresh ephemeral key pair per message: ~50 µs, half the gateway's
 per-message cost. `Sealer` instead keeps one ephemeral sender key for a short window (default
-60 s or 10,000 seals), with a random nonce per message, and forgets it after that. Only the tracing
-private key opens a blob; the window's ephemeral private key, were the gateway's memory read,
-would open the identities sealed in that window only — identities that gateway memory held in
-clear during that same window anyway.
+60 s or 10,000 seals), and forgets it after that. Only the tracing private key opens a blob; the
+window's ephemeral private key, were the gateway's memory read, would open the identities sealed in
+that window only — identities that gateway memory held in clear during that same window anyway.
 
-Blob: base64 of `ephemeral public key (32) ‖ nonce (24) ‖ ciphertext`.
+Nonces: a crypto_box nonce must never repeat under one key pair. Each window draws a random 16-byte
+prefix with its key and numbers its seals (8 bytes, big-endian), so no nonce repeats within a window,
+and a new window has a new key: no random draw per message (a system call on the hot path).
+
+Blob: base64 of `ephemeral public key (32) ‖ nonce (24) ‖ ciphertext`; the plaintext is compact JSON
+(pydantic-core's serializer: dates and datetimes as ISO 8601 strings).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import threading
 import time
 from typing import Any, cast
 
+from nacl.bindings import crypto_box_afternm
 from nacl.public import Box, PrivateKey, PublicKey
 from nacl.utils import random as random_bytes
+from pydantic_core import to_json
 
 _KEY = 32
 _NONCE = Box.NONCE_SIZE
+_NONCE_PREFIX = _NONCE - 8
 
 
 class Sealer:
@@ -35,21 +43,23 @@ class Sealer:
 
     def _rotate(self) -> None:
         ephemeral = PrivateKey.generate()
-        self._box = Box(ephemeral, self._recipient)  # the shared key is computed once, here
-        self._ephemeral_public = bytes(ephemeral.public_key)
+        # the shared key is computed once, here
+        self._shared_key = Box(ephemeral, self._recipient).shared_key()
+        self._header = bytes(ephemeral.public_key) + random_bytes(_NONCE_PREFIX)
+        """Sender public key and the window's nonce prefix: the first 48 bytes of every blob."""
         self._seals, self._born = 0, time.monotonic()
 
     def seal(self, payload: dict[str, Any]) -> str:
         """Base64 blob holding `payload` as JSON (dates as ISO strings)."""
-        plain = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+        plain = to_json(payload)
         with self._lock:
             if self._seals >= self._max_seals or time.monotonic() - self._born > self._max_age_s:
                 self._rotate()
             self._seals += 1
-            box, sender = self._box, self._ephemeral_public
-        nonce = random_bytes(_NONCE)
-        ciphertext = box.encrypt(plain, nonce).ciphertext
-        return base64.b64encode(sender + nonce + ciphertext).decode("ascii")
+            key, header, number = self._shared_key, self._header, self._seals
+        counter = number.to_bytes(8, "big")
+        ciphertext = crypto_box_afternm(plain, header[_KEY:] + counter, key)
+        return binascii.b2a_base64(header + counter + ciphertext, newline=False).decode("ascii")
 
 
 def seal(public_key: bytes, payload: dict[str, Any]) -> str:

@@ -46,7 +46,7 @@ class ObservationDraft:
 
     sequence: int
     loinc: str
-    """OBX-3 (see `hl7.observation.observation_code`)."""
+    """OBX-3.1, or OBX-3.4 when only it is coded LN (see `hl7.observation.observation_draft`)."""
     question: bool
     """OBX-29 is QST: an ask-at-order-entry answer, not a result."""
     status: str

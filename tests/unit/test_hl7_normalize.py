@@ -1,16 +1,32 @@
 from __future__ import annotations
 
+import dataclasses
+import random
 import re
-from datetime import UTC, date, datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from nacl.public import PrivateKey
 
-from services.core.domain.model import PARIS, Outcome, PseudonymBasis, ResultStatus, Sex, TestKind, Transport
+from services.core.domain.model import (
+    PARIS,
+    LabResult,
+    Outcome,
+    PseudonymBasis,
+    ResultStatus,
+    Sex,
+    TestKind,
+    Transport,
+)
 from services.core.sealing import open_sealed
+from services.gateway.hl7.datatypes import read_dtm_text
 from services.gateway.hl7.normalize import Normalized, normalize_header, normalize_oru, parse_dtm
 from services.gateway.identity import IdentityProtector
+from services.simulator.oru import build_oru_r01, random_order, random_patient
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hl7"
 NOW = datetime(2024, 1, 16, tzinfo=UTC)
@@ -51,6 +67,68 @@ def test_fixture_ack_code(name: str, code: str) -> None:
         assert result.results and not [i for i in result.issues if i.is_error]
     for issue in result.issues:
         assert INS not in issue.text and "DUPONT" not in issue.text and "1979" not in issue.text
+
+
+UNSET = ("schema_version", "lab_mode")
+
+
+def assert_as_validated(result: LabResult) -> None:
+    """`result` is what pydantic's validation of its values gives: the normalizer builds results
+    without validating them again (`normalize._checked_result`). It sets every field but the schema
+    version and the lab mode (the intake's)."""
+    given = {name: getattr(result, name) for name in LabResult.model_fields if name not in UNSET}
+    validated = LabResult(**given)
+    assert validated == result
+    assert validated.model_fields_set == result.model_fields_set
+    assert validated.model_dump_json() == result.model_dump_json()
+    assert validated.model_dump() == result.model_dump()
+    for name in LabResult.model_fields:
+        assert type(getattr(validated, name)) is type(getattr(result, name)), name
+
+
+@pytest.mark.parametrize(("name", "code"), expected_codes())
+def test_fixture_results_are_as_validated(name: str, code: str) -> None:
+    for result in fixture(name).results:
+        assert_as_validated(result)
+
+
+NAME_TEXT = st.text(alphabet=st.sampled_from("ABCÉÈÎÔÜÇéèàçœ -'|^&~\\abcxyz0123"), min_size=1, max_size=20)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    version=st.sampled_from(("2.3.1", "2.5", "2.5.1")),
+    patients=st.integers(1, 2),
+    orders=st.integers(1, 2),
+    observations=st.integers(1, 3),
+    names=st.none() | st.tuples(NAME_TEXT, NAME_TEXT),
+    lab=st.sampled_from(("LAB01", "LAB&1", "L^1", "LAB\\01")),
+    without_ins=st.sampled_from((0.0, 0.5, 1.0)),
+)
+def test_results_are_as_validated(
+    seed: int,
+    version: str,
+    patients: int,
+    orders: int,
+    observations: int,
+    names: tuple[str, str] | None,
+    lab: str,
+    without_ins: float,
+) -> None:
+    rng = random.Random(seed)
+    result_time = datetime(2024, 1, 15, 10, tzinfo=PARIS) - timedelta(minutes=rng.randrange(1000))
+    content = []
+    for _ in range(patients):
+        patient = random_patient(rng, without_ins=without_ins)
+        if names is not None:
+            patient = dataclasses.replace(patient, birth_name=names[0], given_name=names[1])
+        order_list = [random_order(rng, result_time, observations=observations) for _ in range(orders)]
+        content.append((patient, order_list))
+    normalized = normalize(build_oru_r01(lab, f"C{seed}", content, version=version))
+    assert normalized.results
+    for result in normalized.results:
+        assert_as_validated(result)
 
 
 def test_v251_values() -> None:
@@ -333,6 +411,39 @@ def test_parse_dtm(value: str, expected: datetime) -> None:
 def test_parse_dtm_rejects(value: str) -> None:
     with pytest.raises(ValueError):
         parse_dtm(value)
+
+
+def _reading(read: Callable[[str, tzinfo], datetime], value: str) -> tuple[datetime, object] | str:
+    try:
+        parsed = read(value, PARIS)
+    except ValueError:
+        return "refused"
+    return parsed, parsed.utcoffset()
+
+
+def _two_digits(high: int) -> st.SearchStrategy[str]:
+    return st.integers(0, high).map("{:02d}".format)
+
+
+FULL_DTM = st.tuples(
+    st.sampled_from(("1799", "1800", "2024", "9998", "9999", "0000")),
+    _two_digits(13),  # month
+    _two_digits(32),  # day
+    _two_digits(24),  # hour
+    _two_digits(60),  # minute
+    _two_digits(61),  # second
+    st.sampled_from("+-"),
+    _two_digits(25),  # offset hours
+    _two_digits(99),  # offset minutes
+).map("".join)
+
+
+@settings(max_examples=500)
+@given(value=FULL_DTM | st.text(alphabet="0123456789+-.T:٣", min_size=17, max_size=21))
+def test_parse_dtm_full_form_as_the_general_reading(value: str) -> None:
+    # the full form with an offset is read by datetime.fromisoformat: the same datetimes, offsets and
+    # refusals as the field-by-field reading of every form
+    assert _reading(parse_dtm.__wrapped__, value) == _reading(read_dtm_text, value)
 
 
 def test_normalize_header_from_truncated_head() -> None:

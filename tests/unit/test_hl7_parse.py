@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from services.gateway.hl7.parse import Encoding, ParseError, parse_message, unescape
+from services.gateway.hl7.parse import Encoding, ParseError, ReadPlan, parse_message, unescape
 
 MESSAGE = (
     "MSH|^~\\&|LIS|LAB^1.2.3^ISO|LABFLOW|LABFLOW|20240115103000+0100||ORU^R01^ORU_R01|CTRL1|P|2.5.1\r"
@@ -98,3 +100,34 @@ def test_not_hl7(raw: bytes, field: int | None) -> None:
 def test_bad_segment_name() -> None:
     with pytest.raises(ParseError):
         parse_message("MSH|^~\\&|A|B\rP!D|1\r")
+
+
+# both encodings' delimiters, escape sequences of each, and text
+TOKENS: tuple[str, ...] = ("|", "^", "~", "&", "#", "!", "*", "$", "%", "\\", "A", "BC", "1 ")
+TOKENS += ("\\F\\", "\\T\\", "\\X41\\", "$S$", "$R$")
+SEGMENT_TEXT = st.lists(st.sampled_from(TOKENS), max_size=30).map("".join)
+
+
+@settings(max_examples=300)
+@given(
+    name=st.sampled_from(("MSH", "PID", "OBX")),
+    text=SEGMENT_TEXT,
+    delimiters=st.sampled_from(("|^~\\&", "#!*$%")),
+    count=st.integers(0, 6),
+)
+def test_bulk_reads_are_each_component(name: str, text: str, delimiters: str, count: int) -> None:
+    head = "MSH" + delimiters + delimiters[0]
+    er7 = head + (text if name == "MSH" else f"\r{name}{delimiters[0]}{text}")
+    segment = parse_message(er7).segments[-1]
+    numbers = range(3 if name == "MSH" else 1, len(segment.fields) + 2)
+    wanted = [(n, c) for n in numbers for c in range(1, count + 3)]
+    assert segment.read(ReadPlan(*wanted)) == [segment.component(n, c) for n, c in wanted]
+    shuffled = sorted(wanted, key=lambda pair: (pair[1] * 7919 + pair[0]) % 13)
+    assert segment.read(ReadPlan(*shuffled)) == [segment.component(n, c) for n, c in shuffled]
+    for n in numbers:
+        repetitions = segment.repetitions_components(n, count)
+        assert len(repetitions) == len(segment.repetitions(n))
+        for rep, components in enumerate(repetitions):
+            assert len(components) >= count
+            for c in range(1, max(count, len(components)) + 2):
+                assert (components[c - 1] if c <= len(components) else "") == segment.component(n, c, rep)

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import base64
 from datetime import date
 
 import pytest
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey
 
-from services.core.sealing import open_sealed, seal
+from services.core.sealing import Sealer, open_sealed, seal
 from services.gateway.identity import IdentityProtector, first_of_given_names, normalize_trait
 
 KEY = PrivateKey.generate()
@@ -66,3 +67,15 @@ def test_bad_keys() -> None:
         IdentityProtector(b"short", bytes(KEY.public_key))
     with pytest.raises(ValueError):
         IdentityProtector(b"0123456789abcdef", b"not a key")
+
+
+def test_sealer_never_repeats_a_nonce_under_one_key() -> None:
+    sealer = Sealer(bytes(KEY.public_key), max_seals=3)
+    blobs = [base64.b64decode(sealer.seal({"n": n})) for n in range(7)]
+    senders = [blob[:32] for blob in blobs]
+    nonces = [blob[32:56] for blob in blobs]
+    # a window of three seals per ephemeral key, then a new key
+    assert [senders.index(s) for s in senders] == [0, 0, 0, 3, 3, 3, 6]
+    assert len(set(nonces)) == len(blobs)
+    opened = [open_sealed(bytes(KEY), base64.b64encode(blob).decode()) for blob in blobs]
+    assert opened == [{"n": n} for n in range(7)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.gateway import issue_catalogue as catalogue
-from services.gateway.hl7.parse import Encoding, ParseError, Segment, parse_message
+from services.gateway.hl7.parse import Encoding, ParseError, ReadPlan, Segment, parse_message
 from services.gateway.issues import Issue
 from services.gateway.sender import claims_other_lab
 
@@ -50,28 +50,36 @@ class MessageHeader:
         return Encoding(self.field_separator, chars[0], chars[1], chars[2], chars[3])
 
 
+_MSH_READ = ReadPlan(
+    (3, 1), (4, 1), (4, 2), (4, 3), (5, 1), (6, 1), (9, 1), (9, 2),
+    (10, 1), (11, 1), (12, 1), (15, 1), (16, 1),
+)
+
+
 def read_header(msh: Segment, charset: str) -> MessageHeader:
-    namespace = msh.component(4, 1)
-    universal_id = msh.component(4, 2)
-    universal_id_type = msh.component(4, 3)
+    (
+        application, namespace, universal_id, universal_id_type, receiving_application,
+        receiving_facility, message_type, trigger_event, control_id, processing_id, version,
+        accept_ack_type, application_ack_type,
+    ) = msh.read(_MSH_READ)
     finess = universal_id if universal_id and universal_id_type.upper() == _FINESS_TYPE else None
     return MessageHeader(
         field_separator=msh.raw(1),
         encoding_characters=msh.raw(2)[:4],
-        sending_application=msh.component(3, 1),
+        sending_application=application,
         sending_facility=namespace or universal_id,
         sending_facility_universal_id=universal_id,
         sending_facility_universal_id_type=universal_id_type,
         lab_finess=finess,
-        receiving_application=msh.component(5, 1),
-        receiving_facility=msh.component(6, 1),
-        message_type=msh.component(9, 1),
-        trigger_event=msh.component(9, 2),
-        control_id=msh.field(10),
-        processing_id=msh.component(11, 1),
-        version=msh.component(12, 1),
-        accept_ack_type=msh.field(15),
-        application_ack_type=msh.field(16),
+        receiving_application=receiving_application,
+        receiving_facility=receiving_facility,
+        message_type=message_type,
+        trigger_event=trigger_event,
+        control_id=control_id,
+        processing_id=processing_id,
+        version=version,
+        accept_ack_type=accept_ack_type,
+        application_ack_type=application_ack_type,
         charset=charset,
     )
 

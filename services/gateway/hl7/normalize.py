@@ -24,6 +24,10 @@ time zone (`lab_time_zone`, SPEC §8.1); the collection day is then the residenc
 (`LabResult.collection_day`). The department → region table is injected (`department_region`); only
 a caller that passes none gets the default reference directory's.
 
+Results are built without pydantic's validation (`_checked_result`): what reaches a `LabResult` was
+checked here or bounded by the content screen, and validating it again cost about half of building a
+result; tests/unit/test_hl7_normalize.py re-validates generated results to keep the two equal.
+
 Issue texts go to logs and topics: they never contain the patient's name, INS, address, phone or birth
 date. Result values and codes, lab ids and INS key digits are not identifying and may appear.
 """
@@ -33,9 +37,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 
 from services.core.domain.geography import PARIS, age_class
-from services.core.domain.model import LabResult, Transport, make_result_id
+from services.core.domain.model import SCHEMA_VERSION, LabMode, LabResult, Transport, make_result_id
 from services.core.domain.terminology import ASK_AT_ORDER_ENTRY_LOINC
 from services.core.reference import load_reference
 from services.gateway import issue_catalogue as catalogue
@@ -47,7 +52,7 @@ from services.gateway.hl7.header import MessageHeader as MessageHeader
 from services.gateway.hl7.header import normalize_header as normalize_header
 from services.gateway.hl7.header import read_header, rejection
 from services.gateway.hl7.observation import Observation, check_observation, observation_draft
-from services.gateway.hl7.parse import ParseError, Segment, parse_message
+from services.gateway.hl7.parse import ParseError, ReadPlan, Segment, parse_message
 from services.gateway.hl7.patient import Patient, check_patient, patient_draft
 from services.gateway.identity import IdentityProtector
 
@@ -58,6 +63,23 @@ from services.gateway.issues import UNKNOWN_KEY_IDENTIFIER as UNKNOWN_KEY_IDENTI
 from services.gateway.issues import Issue as Issue
 
 CLOCK_SKEW = timedelta(minutes=5)
+
+_GIVEN_FIELDS = frozenset(LabResult.model_fields) - {"schema_version", "lab_mode"}
+"""The fields a validated `LabResult(...)` of `_Normalizer.order` would mark as set."""
+
+
+def _checked_result(values: dict[str, Any]) -> LabResult:
+    """A `LabResult` of values the checks above and the content screen already proved valid, built
+    without pydantic's validation (about half the cost of a result): `values` holds every field, in
+    the model's order, of the type validation would give. tests/unit/test_hl7_normalize.py's property
+    test re-validates every result of generated messages and finds the same model, JSON and set fields.
+    """
+    result = LabResult.__new__(LabResult)
+    object.__setattr__(result, "__dict__", values)
+    object.__setattr__(result, "__pydantic_fields_set__", set(_GIVEN_FIELDS))
+    object.__setattr__(result, "__pydantic_extra__", None)
+    object.__setattr__(result, "__pydantic_private__", None)
+    return result
 
 
 @dataclass(slots=True)
@@ -78,6 +100,10 @@ class Normalized:
         return "AA"
 
 
+_OBR_READ = ReadPlan((2, 1), (3, 1), (7, 1), (15, 1), (22, 1))
+_SPM_READ = ReadPlan((2, 1), (2, 2), (4, 1), (17, 1))
+
+
 @dataclass(slots=True)
 class _Group:
     patient: Patient
@@ -94,20 +120,21 @@ class _Group:
         specimen_collected_at = ""
         if self.specimen is not None:
             spm, specimen_sequence = self.specimen
-            specimen_id = spm.subcomponent(2, 1, 1) or spm.subcomponent(2, 2, 1) or None
-            specimen_type = spm.component(4, 1) or None
-            specimen_collected_at = spm.subcomponent(17, 1, 1)
-        else:
-            specimen_type = obr.subcomponent(15, 1, 1) or None
+            placer, filler, spm_type, specimen_collected_at = spm.read(_SPM_READ)
+            specimen_id = placer or filler or None
+            specimen_type = spm_type or None
+        placer_order, filler_order, collected_at, obr_type, result_at = obr.read(_OBR_READ)
+        if self.specimen is None:
+            specimen_type = obr_type or None
         return OrderDraft(
             self.obr_sequence,
             specimen_sequence,
             specimen_id,
-            obr.component(3, 1) or obr.component(2, 1),
+            filler_order or placer_order,
             specimen_type,
             specimen_collected_at,
-            obr.subcomponent(7, 1, 1),
-            obr.subcomponent(22, 1, 1),
+            collected_at,
+            result_at,
             self.observations,
         )
 
@@ -280,33 +307,37 @@ class _Normalizer:
                 patient_age_class = age_class(patient.birth_date, collected_at.astimezone(PARIS).date())
             header = self.header
             self.results.append(
-                LabResult(
-                    result_id=make_result_id(header.sending_facility, key, loinc),
-                    sending_application=header.sending_application,
-                    sending_facility=header.sending_facility,
-                    lab_finess=header.lab_finess,
-                    performing_lab=performing_lab,
-                    message_control_id=header.control_id,
-                    transport=self.transport,
-                    received_at=self.received_at,
-                    patient_pseudonym=patient.pseudonym,
-                    pseudonym_basis=patient.basis,
-                    sex=patient.sex,
-                    birth_year=patient.birth_year,
-                    age_class=patient_age_class,
-                    postal_code=patient.postal_code,
-                    department=patient.department,
-                    region=patient.region,
-                    sealed_identity=patient.sealed,
-                    specimen_id=key,
-                    specimen_type=draft.specimen_type,
-                    collected_at=collected_at,
-                    loinc=loinc,
-                    test_kind=kind,
-                    outcome=outcome,
-                    status=status,
-                    observed_at=observed_at,
-                    result_at=result_at,
+                _checked_result(
+                    {
+                        "schema_version": SCHEMA_VERSION,
+                        "result_id": make_result_id(header.sending_facility, key, loinc),
+                        "sending_application": header.sending_application,
+                        "sending_facility": header.sending_facility,
+                        "lab_finess": header.lab_finess,
+                        "performing_lab": performing_lab,
+                        "message_control_id": header.control_id,
+                        "transport": self.transport,
+                        "received_at": self.received_at,
+                        "lab_mode": LabMode.PRODUCTION,
+                        "patient_pseudonym": patient.pseudonym,
+                        "pseudonym_basis": patient.basis,
+                        "sex": patient.sex,
+                        "birth_year": patient.birth_year,
+                        "age_class": patient_age_class,
+                        "postal_code": patient.postal_code,
+                        "department": patient.department,
+                        "region": patient.region,
+                        "sealed_identity": patient.sealed,
+                        "specimen_id": key,
+                        "specimen_type": draft.specimen_type,
+                        "collected_at": collected_at,
+                        "loinc": loinc,
+                        "test_kind": kind,
+                        "outcome": outcome,
+                        "status": status,
+                        "observed_at": observed_at,
+                        "result_at": result_at,
+                    }
                 )
             )
 

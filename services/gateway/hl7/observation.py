@@ -19,7 +19,7 @@ from services.core.domain.terminology import LOINC_KINDS, RESULT_STATUSES, outco
 from services.gateway import issue_catalogue as catalogue
 from services.gateway.drafts import ObservationDraft
 from services.gateway.hl7.datatypes import read_dtm
-from services.gateway.hl7.parse import Segment
+from services.gateway.hl7.parse import ReadPlan, Segment
 from services.gateway.issues import Issue
 
 _CODED_TYPES = frozenset({"CWE", "CE", "CNE", "CF"})
@@ -28,32 +28,35 @@ Observation = tuple[str, TestKind, Outcome, ResultStatus, datetime | None, str |
 """LOINC, test kind, outcome, status, observation time (OBX-14), performing lab."""
 
 
-def observation_code(obx: Segment) -> str:
-    """OBX-3's LOINC code: the identifier, or the alternate identifier when only it is coded LN."""
-    loinc = obx.component(3, 1)
-    if loinc not in LOINC_KINDS and obx.component(3, 3) != "LN" and obx.component(3, 6) == "LN":
-        loinc = obx.component(3, 4)
-    return loinc
+_OBX_READ = ReadPlan(
+    (2, 1), (3, 1), (3, 3), (3, 4), (3, 6), (5, 1), (5, 2), (5, 4), (5, 5),
+    (11, 1), (14, 1), (15, 1), (23, 1), (23, 10), (29, 1),
+)
 
 
 def observation_draft(obx: Segment, seq: int) -> ObservationDraft:
     """What one OBX says, unchecked."""
-    first = obx.component(5, 1)
+    (
+        value_type, code, coding_system, alternate_code, alternate_coding_system, first, text,
+        alternate_value, alternate_text, status, observed_at, producer, performer, performer_id, nature,
+    ) = obx.read(_OBX_READ)
+    loinc = code
+    if loinc not in LOINC_KINDS and coding_system != "LN" and alternate_coding_system == "LN":
+        loinc = alternate_code  # only the alternate identifier is coded LN
     alternates: tuple[str, ...] = ()
-    # a coded value's other components are read only when OBX-5.1 is not an outcome itself: the checks
-    # would not look at them (the hot path of every message)
-    if obx.component(2, 1) in _CODED_TYPES and (not first or outcome_from_value(first) is None):
-        alternates = (obx.component(5, 2), obx.component(5, 4), obx.component(5, 5))
+    # a coded value's other components count only when OBX-5.1 is not an outcome itself
+    if value_type in _CODED_TYPES and (not first or outcome_from_value(first) is None):
+        alternates = (text, alternate_value, alternate_text)
     return ObservationDraft(
         seq,
-        observation_code(obx),
-        obx.component(29, 1) == "QST",
-        obx.component(11, 1),
+        loinc,
+        nature == "QST",
+        status,
         first,
         alternates,
         bool(obx.raw(5)),
-        obx.subcomponent(14, 1, 1),
-        obx.component(23, 10) or obx.component(23, 1) or obx.component(15, 1) or None,
+        observed_at,
+        performer_id or performer or producer or None,
     )
 
 

@@ -3,7 +3,9 @@
 Driven by the message's own MSH-1 (field separator) and MSH-2 (component, repetition, escape and
 subcomponent characters). Splitting is lazy: segments are cut on CR / LF / CRLF once, a segment is
 split into fields on first access, and repetitions / components / subcomponents are cut with plain
-`str.split` only for the values asked for. Escape sequences are decoded on leaf values only.
+`str.split` only for the values asked for. Escape sequences are decoded on leaf values only. A reader
+of several values takes them in one call (`read`, `repetitions_components`): the normalizer reads
+about fifty values per message, and a call per value was its largest cost.
 
 Field numbering is HL7's: `segment.raw(n)` is field n. For MSH, field 1 is the field separator
 itself and field 2 the encoding characters, so MSH-10 is the message control id.
@@ -11,9 +13,12 @@ itself and field 2 the encoding characters, so MSH-10 is the message control id.
 
 from __future__ import annotations
 
+import itertools
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Encoding", "Message", "ParseError", "Segment", "parse_message", "unescape"]
+__all__ = ["Encoding", "Message", "ParseError", "ReadPlan", "Segment", "parse_message", "unescape"]
 
 
 class ParseError(ValueError):
@@ -98,6 +103,25 @@ def unescape(value: str, enc: Encoding = DEFAULT_ENCODING) -> str:
         out.append(parts[i + 1])
         i += 2
     return "".join(out)
+
+
+class ReadPlan:
+    """Which values a reader takes from a segment: (field, component) pairs, in the order `read`
+    returns them. Made once per reader (a module constant), not per message."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, *wanted: tuple[int, int]) -> None:
+        self.fields: list[tuple[int, Callable[[list[str]], Sequence[str]], list[str]]] = []
+        """Per run of one field in `wanted`: its number, what takes its components, and the ""s that
+        pad its components up to the last one taken."""
+        for n, same_field in itertools.groupby(wanted, key=lambda pair: pair[0]):
+            indexes = [c - 1 for _, c in same_field]
+            # one index: a slice, for a list of one (itemgetter of one index gives the item itself)
+            first = indexes[0]
+            one = slice(first, first + 1)
+            take = operator.itemgetter(*indexes) if len(indexes) > 1 else operator.itemgetter(one)
+            self.fields.append((n, take, [""] * (max(indexes) + 1)))
 
 
 class Segment:
@@ -202,6 +226,51 @@ class Segment:
     def field(self, n: int, rep: int = 0) -> str:
         """Unescaped value of a simple field: n.1.1 of repetition `rep`."""
         return self.component(n, 1, rep)
+
+    def read(self, plan: ReadPlan) -> list[str]:
+        """`component(n, c)` (first repetition) for each (n, c) the plan names, in its order: one call
+        for a reader of several values of a segment. Fields past MSH-2 only."""
+        fields = self._fields if self._fields is not None else self.fields
+        count = len(fields)
+        enc = self.enc
+        repetition, component, subcomponent, escape = (
+            enc.repetition, enc.component, enc.subcomponent, enc.escape
+        )
+        values: list[str] = []
+        extend = values.extend
+        for n, take, padding in plan.fields:
+            value = fields[n] if n < count else ""
+            if not value:
+                extend(take(padding))
+                continue
+            if repetition in value:
+                value = value.split(repetition, 1)[0]
+            components = value.split(component)
+            if subcomponent in value or escape in value:
+                components = [unescape(c.split(subcomponent, 1)[0], enc) for c in components]
+            if len(components) < len(padding):
+                components += padding
+            extend(take(components))
+        return values
+
+    def repetitions_components(self, n: int, count: int) -> list[list[str]]:
+        """Each repetition of field n as its unescaped components (each its first subcomponent): at
+        least `count` of them ("" when absent), so that item c - 1 of repetition `rep` is
+        `component(n, c, rep)` for every c up to `count`; [] when the field is empty. Fields past
+        MSH-2 only."""
+        return [_leaves(value, count, self.enc) for value in self.repetitions(n)]
+
+
+def _leaves(value: str, count: int, enc: Encoding) -> list[str]:
+    """The first subcomponents of the components of one repetition, unescaped, at least `count`."""
+    components = value.split(enc.component) if value else []
+    if enc.subcomponent in value or enc.escape in value:
+        sub = enc.subcomponent
+        components = [unescape(c.split(sub, 1)[0], enc) for c in components]
+    missing = count - len(components)
+    if missing > 0:
+        components += [""] * missing
+    return components
 
 
 class Message:

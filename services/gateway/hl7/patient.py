@@ -27,7 +27,7 @@ from services.core.domain.terminology import ADMINISTRATIVE_SEXES, INS_OIDS
 from services.gateway import issue_catalogue as catalogue
 from services.gateway.drafts import PatientDraft
 from services.gateway.hl7.datatypes import parse_dtm
-from services.gateway.hl7.parse import Segment
+from services.gateway.hl7.parse import ReadPlan, Segment
 from services.gateway.identity import IdentityProtector
 from services.gateway.ins import ins_error, normalize_matricule
 from services.gateway.issues import Issue
@@ -35,6 +35,8 @@ from services.gateway.issues import Issue
 INS_TYPE_CODES = frozenset({"INS", "NH"})
 MAX_AGE_YEARS = 120
 _FRANCE = frozenset({"", "FRA", "FR", "FRANCE", "250"})
+_PID_READ = ReadPlan((7, 1), (8, 1), (23, 1))
+_NO_NAME = [""] * 7
 
 
 @dataclass(slots=True)
@@ -57,59 +59,54 @@ def patient_draft(pid: Segment, seq: int) -> PatientDraft:
     """What one PID says of its patient, unchecked."""
     ins: str | None = None
     lab_patient_id: str | None = None
-    for rep in range(len(pid.repetitions(3))):
-        if pid.subcomponent(3, 4, 2, rep) in INS_OIDS or pid.component(3, 5, rep) in INS_TYPE_CODES:
+    for rep, identifier in enumerate(pid.repetitions_components(3, 5)):
+        if identifier[4] in INS_TYPE_CODES or pid.subcomponent(3, 4, 2, rep) in INS_OIDS:
             if ins is None:
-                ins = normalize_matricule(pid.component(3, 1, rep))
+                ins = normalize_matricule(identifier[0])
         elif lab_patient_id is None:
-            lab_patient_id = pid.component(3, 1, rep) or None
+            lab_patient_id = identifier[0] or None
 
-    name_rep = 0
-    names = len(pid.repetitions(5))
-    for rep in range(names if names > 1 else 0):  # the legal name (type L), else the first
-        if pid.component(5, 7, rep) == "L":
-            name_rep = rep
-            break
-    birth_name = pid.component(5, 1, name_rep)
-    given_names = " ".join(filter(None, (pid.component(5, 2, name_rep), pid.component(5, 3, name_rep))))
+    names = pid.repetitions_components(5, 7)
+    # the legal name (type L), else the first
+    name = next((n for n in names if n[6] == "L"), names[0]) if names else _NO_NAME
+    birth_name = name[0]
+    given_names = " ".join(filter(None, (name[1], name[2])))
 
     postal_code = None
     country = ""
     address: dict[str, str] | None = None
-    birth_place = pid.component(23, 1) or None
-    for rep in range(len(pid.repetitions(11))):
-        if pid.component(11, 7, rep) == "BDL":
-            birth_place = birth_place or pid.component(11, 9, rep) or pid.component(11, 3, rep) or None
+    birth_date, sex, birth_place_id = pid.read(_PID_READ)
+    birth_place = birth_place_id or None
+    for place in pid.repetitions_components(11, 9):
+        street, other, city, _, postal, nation, kind, _, county = place[:9]
+        if kind == "BDL":
+            birth_place = birth_place or county or city or None
         elif address is None:
-            country = pid.component(11, 6, rep)
-            postal_code = pid.component(11, 5, rep).replace(" ", "") or None
+            country = nation
+            postal_code = postal.replace(" ", "") or None
             address = {
-                "street": pid.component(11, 1, rep),
-                "other": pid.component(11, 2, rep),
-                "city": pid.component(11, 3, rep),
+                "street": street,
+                "other": other,
+                "city": city,
                 "postal_code": postal_code or "",
                 "country": country,
             }
 
     phone = email = None
-    for rep in range(len(pid.repetitions(13))):
-        if pid.component(13, 2, rep) == "NET" or pid.component(13, 3, rep).upper() == "INTERNET":
-            email = email or pid.component(13, 4, rep) or None
+    for telecom in pid.repetitions_components(13, 12):
+        if telecom[1] == "NET" or telecom[2].upper() == "INTERNET":
+            email = email or telecom[3] or None
         elif phone is None:
-            local = pid.component(13, 7, rep)
-            phone = (
-                pid.component(13, 1, rep)
-                or pid.component(13, 12, rep)
-                or ("".join((pid.component(13, 5, rep), pid.component(13, 6, rep), local)) if local else None)
-            )
+            local = telecom[6]
+            phone = telecom[0] or telecom[11] or ("".join((telecom[4], telecom[5], local)) if local else None)
     return PatientDraft(
         seq,
         ins,
         lab_patient_id,
         birth_name,
         given_names,
-        pid.component(7, 1),
-        pid.component(8, 1).upper(),
+        birth_date,
+        sex.upper(),
         postal_code,
         country,
         address,
