@@ -3,9 +3,10 @@
     .venv/bin/python load_tests/bench_parse.py [--messages 5000] [--seed 1]
 
 The corpus is simulator-generated ORU^R01 (one patient, 1–3 results, versions 2.3.1 / 2.5 / 2.5.1).
-Figures: our parser alone; parse + normalize as the gateway runs it (sealing the identity with a
-libsodium sealed box once per patient included); the same without sealing (to show its share); hl7apy
-`parse_message` with and without group finding (on a smaller sample: it is slow). Writes
+Figures: our parser alone; parse + normalize as the gateway runs it (sealing the identity for the
+tracing service once per patient included: `services.core.sealing.Sealer`); the same without
+sealing (to show its share); hl7apy `parse_message` with and without group finding (on a smaller
+sample: it is slow). Writes
 `load_tests/results/bench_parse.json`.
 """
 
