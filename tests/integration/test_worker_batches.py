@@ -42,8 +42,8 @@ SNAPSHOT = {
 
 
 def store_in_batches(settings: Settings, batches: Sequence[Sequence[LabResult]]) -> dict[str, object]:
-    topics = settings.topics
-    store = ResultStore(libpq_url(settings.database_url_for("worker")), "batches", topics.results, topics.cases)
+    dsn, topics = libpq_url(settings.database_url_for("worker")), settings.topics
+    store = ResultStore(dsn, "batches", topics.results, topics.cases)
     try:
         for batch in batches:
             store.write_batch(batch, [])
