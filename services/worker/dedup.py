@@ -35,8 +35,7 @@ _KIND_RANK: dict[TestKind, int] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class PersonDay:
+class PersonDay(NamedTuple):
     """One person-day with a decided outcome. `deciding` is the test whose attributes it takes."""
 
     day: date
@@ -55,8 +54,7 @@ class AggregateKey(NamedTuple):
     test_kind: TestKind
 
 
-@dataclass(frozen=True, slots=True)
-class Counts:
+class Counts(NamedTuple):
     p: int
     t: int
 

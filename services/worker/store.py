@@ -27,7 +27,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import EnumType
 from operator import attrgetter
 from typing import Any
@@ -60,6 +60,13 @@ _KEY = tuple(c.name for c in Result.__table__.primary_key)
 RESULT_COLUMNS = tuple(c.name for c in Result.__table__.columns if c.server_default is None)
 _COPIED = tuple(c for c in RESULT_COLUMNS if c not in _COMPUTED)
 _COLS = ", ".join((*_COMPUTED, *_COPIED))
+# COPY in binary: no text formatting of every value (a quarter of the text COPY's CPU on both sides).
+# The binary form of each column's Python type (the integers of `results` are smallint; text and
+# varchar are sent alike).
+_BINARY_TYPES: dict[type, str] = {int: "int2", str: "text", date: "date", datetime: "timestamptz"}
+_COPY_TYPES = tuple(
+    _BINARY_TYPES[Result.__table__.columns[c].type.python_type] for c in (*_COMPUTED, *_COPIED)
+)
 _UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in RESULT_COLUMNS if c not in _KEY)
 
 
@@ -130,39 +137,11 @@ def _row(r: LabResult) -> tuple[Any, ...]:
 
 
 def _version(row: tuple[Any, ...]) -> ResultVersion:
-    (
-        result_id,
-        pseudonym,
-        vkey,
-        status,
-        result_at,
-        received_at,
-        outcome,
-        kind,
-        collected_at,
-        day,
-        department,
-        region,
-        age_class,
-        sex,
-        lab,
-    ) = row
-    return ResultVersion(
-        result_id=str(result_id),
-        patient_pseudonym=str(pseudonym),
-        version_key=str(vkey),
-        status=_STATUSES[status],
-        result_at=result_at,
-        received_at=received_at,
-        outcome=_OUTCOMES[outcome],
-        test_kind=_KINDS[kind],
-        collected_at=collected_at,
-        collection_day=day,
-        department=department,
-        region=region,
-        age_class=age_class,
-        sex=_SEXES[sex],
-        lab=str(lab),
+    """A row of `VERSION_COLUMNS` (fetched in binary: text as str, times as datetimes)."""
+    rid, pseudonym, vkey, status, result_at, received_at, outcome, kind, collected_at, *place, sex, lab = row
+    return ResultVersion._make(
+        (rid, pseudonym, vkey, _STATUSES[status], result_at, received_at, _OUTCOMES[outcome], _KINDS[kind],
+         collected_at, *place, _SEXES[sex], lab)
     )
 
 
@@ -216,7 +195,8 @@ class ResultStore(FencedStore):
     def _write(self, cur: psycopg.Cursor[tuple[Any, ...]], results: Sequence[LabResult]) -> BatchWritten:
         if not results:
             return BatchWritten(0, 0, 0, 0)
-        with cur.copy(f"COPY incoming_results ({_COLS}) FROM STDIN") as copy:
+        with cur.copy(f"COPY incoming_results ({_COLS}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_COPY_TYPES)
             for r in results:
                 copy.write_row(_row(r))
         stored = cur.execute(UPSERT_RESULTS, binary=True).fetchall()
