@@ -1,6 +1,7 @@
 """Results per second from Kafka into PostgreSQL, person deduplication on, one worker process.
 
     .venv/bin/python -m load_tests.bench_worker [--results 100000] [--persons 40000] [--workers 1]
+                                                [--consumers 1]
 
 Fills a fresh topic with result versions (re-sends, corrections, cancellations; several results per
 person over 120 days), then times `labflow worker` processes (one consumer group) from their start
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=1, help="worker processes in one consumer group")
+    parser.add_argument("--consumers", type=int, default=1,
+                        help="results consumers (threads) per worker process (LABFLOW_WORKER_CONSUMERS)")
     args = parser.parse_args()
 
     info = local.up(load_settings())
@@ -83,7 +86,12 @@ def main() -> None:
             workers = [
                 ServiceProcess(
                     "worker",
-                    settings_env(settings, LABFLOW_WORKER_OPS_PORT=str(port), LABFLOW_LOG_LEVEL="WARNING"),
+                    settings_env(
+                        settings,
+                        LABFLOW_WORKER_OPS_PORT=str(port),
+                        LABFLOW_WORKER_CONSUMERS=str(args.consumers),
+                        LABFLOW_LOG_LEVEL="WARNING",
+                    ),
                     Path(logs),
                 )
                 for port in ports
@@ -145,6 +153,7 @@ def main() -> None:
                 "partitions": args.partitions,
                 "batch_size": args.batch_size,
                 "workers": args.workers,
+                "consumers_per_worker": args.consumers,
                 "elapsed_s": round(elapsed, 2),
                 "results_per_second": round(rate),
                 "results_per_second_after_startup": round(steady),
