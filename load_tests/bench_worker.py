@@ -1,7 +1,7 @@
 """Results per second from Kafka into PostgreSQL, person deduplication on, one worker process.
 
     .venv/bin/python -m load_tests.bench_worker [--results 100000] [--persons 40000] [--workers 1]
-                                                [--consumers 1]
+                                                [--consumers 2]
 
 Fills a fresh topic with result versions (re-sends, corrections, cancellations; several results per
 person over 120 days), then times `labflow worker` processes (one consumer group) from their start
@@ -53,6 +53,23 @@ def cpu_s(pids: list[int]) -> float:
     return total
 
 
+def owned_partitions(log: str, topic: str) -> set[int]:
+    """The partitions of `topic` a worker process holds at the end, from its rebalance log lines."""
+    owned: set[int] = set()
+    for line in log.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict) or event.get("topic") != topic:
+            continue
+        if event.get("event") == "partitions assigned":
+            owned |= set(event.get("partitions", []))
+        elif event.get("event") in ("partitions revoked", "partitions lost"):
+            owned -= set(event.get("partitions", []))
+    return owned
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -62,7 +79,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=1, help="worker processes in one consumer group")
-    parser.add_argument("--consumers", type=int, default=1,
+    parser.add_argument("--consumers", type=int, default=2,
                         help="results consumers (threads) per worker process (LABFLOW_WORKER_CONSUMERS)")
     args = parser.parse_args()
 
@@ -90,7 +107,7 @@ def main() -> None:
                         settings,
                         LABFLOW_WORKER_OPS_PORT=str(port),
                         LABFLOW_WORKER_CONSUMERS=str(args.consumers),
-                        LABFLOW_LOG_LEVEL="WARNING",
+                        LABFLOW_LOG_LEVEL="INFO",  # rebalances only: which worker holds which partitions
                     ),
                     Path(logs),
                 )
@@ -106,6 +123,7 @@ def main() -> None:
             }
             worker_pids = [w.proc.pid for w in workers]
             cpu_before = {"worker": cpu_s(worker_pids), **{k: cpu_s(v) for k, v in servers.items()}}
+            worker_cpu_before = [cpu_s([pid]) for pid in worker_pids]
             with psycopg.connect(dsn, autocommit=True) as conn:
 
                 def consumed() -> int:
@@ -121,6 +139,10 @@ def main() -> None:
                             raise SystemExit(f"worker exited:\n{worker.log()}")
             elapsed = time.perf_counter() - started
             cpu_after = {"worker": cpu_s(worker_pids), **{k: cpu_s(v) for k, v in servers.items()}}
+            worker_cpu = [cpu_s([pid]) - before
+                          for pid, before in zip(worker_pids, worker_cpu_before, strict=True)]
+            partitions = [owned_partitions(w.log_path.read_text(errors="replace"), settings.topics.results)
+                          for w in workers]
             for worker in workers:
                 worker.stop()
         url = settings.require_database()
@@ -128,6 +150,10 @@ def main() -> None:
         with psycopg.connect(dsn) as conn:
             stored = conn.execute("SELECT count(*) FROM results").fetchone()
             cases = conn.execute("SELECT count(*) FROM cases").fetchone()
+            per_partition: dict[int, int] = dict(conn.execute(
+                "SELECT partition, next_offset FROM consumer_offsets WHERE topic = %s",
+                (settings.topics.results,),
+            ).fetchall())
     rate = len(stream) / elapsed
     after_ready = len(stream) - consumed_at_ready
     if after_ready <= 0:
@@ -139,6 +165,21 @@ def main() -> None:
     print(f"        {steady:,.0f} results/s once it had its partitions ({ready - started:.1f} s start-up)")
     cpu_ms = {k: round((cpu_after[k] - cpu_before[k]) * 1e6 / after_ready, 1) for k in cpu_before}
     print("CPU ms per 1,000 results (after start-up): " + ", ".join(f"{k} {v}" for k, v in cpu_ms.items()))
+    # per process: its CPU over the run against the results of the partitions it held at the end (the
+    # partitions settle once every worker is ready, before the timing starts; a move after that blurs it)
+    split: list[dict[str, object]] = []
+    for owned, cpu in zip(partitions, worker_cpu, strict=True):
+        held = sum(per_partition.get(p, 0) for p in owned)
+        split.append({
+            "partitions": sorted(owned),
+            "results": held,
+            "cpu_s": round(cpu, 2),
+            "cpu_ms_per_1000_results": round(cpu * 1e6 / held, 1) if held else None,
+        })
+    if len(split) > 1:
+        for i, w in enumerate(split):
+            print(f"worker {i}: partitions {w['partitions']}, {w['results']} results, {w['cpu_s']} CPU s, "
+                  f"{w['cpu_ms_per_1000_results']} CPU ms per 1,000 of its results")
     print(
         f"stored {stored[0] if stored else 0:,} rows, {cases[0] if cases else 0:,} cases; "
         f"aggregates equal a full recomputation: {consistent}"
@@ -159,6 +200,7 @@ def main() -> None:
                 "results_per_second_after_startup": round(steady),
                 "startup_s": round(ready - started, 2),
                 "cpu_ms_per_1000_results": cpu_ms,
+                "per_worker": split,
                 "aggregates_consistent": consistent,
             },
             indent=2,

@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     worker_batch_size: int = 5000
     worker_batch_timeout_s: float = 0.5
     worker_consumers: int = Field(
-        default=1, ge=1,
+        default=2, ge=1,
         description="Results consumers in one worker process (threads, one consumer-group member each): "
         "while one waits for PostgreSQL, another decodes and deduplicates its batch",
     )
