@@ -177,6 +177,9 @@ class ResultStore(FencedStore):
 
     def prepare(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         with conn.transaction():
+            # UTC, named so: psycopg then loads timestamptz with datetime's own UTC, twice as fast as
+            # through a ZoneInfo (the statements name their time zone wherever a day is taken)
+            conn.execute("SET TIME ZONE 'UTC'")
             conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS incoming_results "
                 "(LIKE results INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
