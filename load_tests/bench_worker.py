@@ -21,6 +21,7 @@ import time
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -68,6 +69,14 @@ def owned_partitions(log: str, topic: str) -> set[int]:
         elif event.get("event") in ("partitions revoked", "partitions lost"):
             owned -= set(event.get("partitions", []))
     return owned
+
+
+def stored_positions(conn: psycopg.Connection[tuple[Any, ...]], topic: str) -> dict[int, int]:
+    """partition -> results stored so far (the topic is fresh: its next offset)."""
+    rows = conn.execute(
+        "SELECT partition, next_offset FROM consumer_offsets WHERE topic = %s", (topic,)
+    ).fetchall()
+    return {int(p): int(o) for p, o in rows}
 
 
 def main() -> None:
@@ -132,6 +141,7 @@ def main() -> None:
                     return int(row[0]) if row else 0
 
                 consumed_at_ready = consumed()
+                at_ready = stored_positions(conn, settings.topics.results)
                 while consumed() < len(stream):
                     time.sleep(0.2)
                     for worker in workers:
@@ -150,10 +160,7 @@ def main() -> None:
         with psycopg.connect(dsn) as conn:
             stored = conn.execute("SELECT count(*) FROM results").fetchone()
             cases = conn.execute("SELECT count(*) FROM cases").fetchone()
-            per_partition: dict[int, int] = dict(conn.execute(
-                "SELECT partition, next_offset FROM consumer_offsets WHERE topic = %s",
-                (settings.topics.results,),
-            ).fetchall())
+            at_end = stored_positions(conn, settings.topics.results)
     rate = len(stream) / elapsed
     after_ready = len(stream) - consumed_at_ready
     if after_ready <= 0:
@@ -165,16 +172,16 @@ def main() -> None:
     print(f"        {steady:,.0f} results/s once it had its partitions ({ready - started:.1f} s start-up)")
     cpu_ms = {k: round((cpu_after[k] - cpu_before[k]) * 1e6 / after_ready, 1) for k in cpu_before}
     print("CPU ms per 1,000 results (after start-up): " + ", ".join(f"{k} {v}" for k, v in cpu_ms.items()))
-    # per process: its CPU over the run against the results of the partitions it held at the end (the
-    # partitions settle once every worker is ready, before the timing starts; a move after that blurs it)
+    # per process: its CPU after start-up against the results its partitions stored meanwhile (the
+    # partitions it held at the end: they settle once every worker is ready; a move after that blurs it)
     split: list[dict[str, object]] = []
     for owned, cpu in zip(partitions, worker_cpu, strict=True):
-        held = sum(per_partition.get(p, 0) for p in owned)
+        held = sum(at_end.get(p, 0) - at_ready.get(p, 0) for p in owned)  # stored after start-up
         split.append({
             "partitions": sorted(owned),
             "results": held,
             "cpu_s": round(cpu, 2),
-            "cpu_ms_per_1000_results": round(cpu * 1e6 / held, 1) if held else None,
+            "cpu_ms_per_1000_results": round(cpu * 1e6 / held, 1) if held > 0 else None,
         })
     if len(split) > 1:
         for i, w in enumerate(split):
