@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     worker_group: str = "labflow-worker"
     worker_batch_size: int = 5000
     worker_batch_timeout_s: float = 0.5
+    worker_consumers: int = Field(
+        default=2, ge=1,
+        description="Results consumers in one worker process (threads, one consumer-group member each): "
+        "while one waits for PostgreSQL, another decodes and deduplicates its batch",
+    )
     worker_ops_port: int = 9102
 
     # open data (SPEC §7)

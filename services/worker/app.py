@@ -1,6 +1,12 @@
-"""Worker bootstrap: wires the results consumer, the PostgreSQL store and the pipeline, the outbox relay,
+"""Worker bootstrap: wires the results consumers, the PostgreSQL store and the pipeline, the outbox relay,
 and the lab-traffic consumers of the lab portal (`services.worker.lab_traffic`), each in its thread.
-The worker is ready when every consumer is."""
+The worker is ready when every consumer is.
+
+`worker_consumers` results consumers run in one process, each a member of the consumer group with its
+own partitions and its own PostgreSQL session, exactly as if each were a process of its own (the
+fenced offsets keep a partition to one of them). The point is overlap: a consumer waiting for
+PostgreSQL releases the GIL, so another decodes and deduplicates its batch meanwhile. When one of them
+ends, all stop, and a bug in one is raised here (the process exits loudly)."""
 
 from __future__ import annotations
 
@@ -48,19 +54,50 @@ def build_relay(settings: Settings) -> OutboxRelay:
     return OutboxRelay(libpq_url(settings.database_url_for("worker")), Producer(producer_config(settings)))
 
 
-def worker_ready(results: Readiness, lab_traffic: Sequence[Readiness]) -> bool:
-    """The results consumer is ready, and the lab-traffic consumers reach Kafka and PostgreSQL. One of
-    them may hold no partition (more workers than the raw or rejected topic has partitions): that is
-    no reason to take the worker out of service."""
-    return results.ready() and all(r.ready(ignoring=frozenset({GROUP})) for r in lab_traffic)
+def build_workers(settings: Settings) -> list[ResultsWorker]:
+    return [build_worker(settings) for _ in range(settings.worker_consumers)]
+
+
+def worker_ready(results: Sequence[Readiness], lab_traffic: Sequence[Readiness]) -> bool:
+    """A results consumer holds partitions, and every consumer reaches Kafka and PostgreSQL. A consumer
+    may hold no partition (more consumers than the topic has partitions): that is no reason to take
+    the worker out of service."""
+    return any(r.ready() for r in results) and all(
+        r.ready(ignoring=frozenset({GROUP})) for r in (*results, *lab_traffic)
+    )
+
+
+def run_consumers(workers: Sequence[ResultsWorker]) -> None:
+    """Each results consumer in its thread until one ends; then all stop, and a bug is raised here."""
+    errors: list[BaseException] = []
+
+    def run(worker: ResultsWorker) -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            for each in workers:
+                each.stop()
+
+    threads = [threading.Thread(target=run, args=(w,), name=f"results-consumer-{i}")
+               for i, w in enumerate(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():  # a timed join: the main thread handles SIGTERM in between
+            thread.join(0.5)
+    if errors:
+        raise errors[0]
 
 
 def run_worker(settings: Settings) -> None:
     configure_logging("worker", settings.log_level)
-    worker = build_worker(settings)
+    workers = build_workers(settings)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -74,12 +111,12 @@ def run_worker(settings: Settings) -> None:
         thread.start()
 
     def ready() -> bool:
-        return worker_ready(worker.readiness, [loop.readiness for loop in traffic])
+        return worker_ready([w.readiness for w in workers], [loop.readiness for loop in traffic])
 
     ops = OpsServer(settings.ops_host, settings.worker_ops_port, ready=ready).start()
     tune_garbage_collector()
     try:
-        worker.run()
+        run_consumers(workers)
     finally:
         for loop in traffic:
             loop.stop()

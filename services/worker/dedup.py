@@ -14,11 +14,11 @@ order of `versions.py`). The output depends only on that set, never on the order
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from services.core.domain.case_event import CaseEventType
 from services.core.domain.model import VIROLOGICAL_KINDS, Outcome, Sex, TestKind
@@ -35,8 +35,7 @@ _KIND_RANK: dict[TestKind, int] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class PersonDay:
+class PersonDay(NamedTuple):
     """One person-day with a decided outcome. `deciding` is the test whose attributes it takes."""
 
     day: date
@@ -55,8 +54,7 @@ class AggregateKey(NamedTuple):
     test_kind: TestKind
 
 
-@dataclass(frozen=True, slots=True)
-class Counts:
+class Counts(NamedTuple):
     p: int
     t: int
 
@@ -119,11 +117,14 @@ def evaluate_person(results: Iterable[ResultVersion]) -> PersonEvaluation:
     return PersonEvaluation(tuple(person_days), contributions, episodes)
 
 
-def diff_contributions(
-    old: Mapping[AggregateKey, Counts], new: Mapping[AggregateKey, Counts]
-) -> dict[AggregateKey, Counts]:
-    """What to add to the aggregates to replace a person's `old` contributions by `new`; no zeros."""
-    delta: dict[AggregateKey, Counts] = {}
+K = TypeVar("K", bound=Hashable)
+
+
+def diff_contributions(old: Mapping[K, Counts], new: Mapping[K, Counts]) -> dict[K, Counts]:
+    """What to add to the aggregates to replace a person's `old` contributions by `new`; no zeros.
+
+    Whatever the form of the key: an `AggregateKey`, or the stored form the worker compares in."""
+    delta: dict[K, Counts] = {}
     for key, n in new.items():
         o = old.get(key)
         dp, dt = (n.p, n.t) if o is None else (n.p - o.p, n.t - o.t)

@@ -19,8 +19,8 @@ generated versions on the real database (`tests/integration/test_result_preceden
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import NamedTuple
 
 from services.core.domain.model import LabResult, Outcome, ResultStatus, Sex, TestKind
 
@@ -35,9 +35,11 @@ STATUS_RANK: dict[ResultStatus, int] = {
 _COUNTING = frozenset((ResultStatus.FINAL, ResultStatus.CORRECTED))
 
 
-@dataclass(frozen=True, slots=True)
-class ResultVersion:
-    """One received version of one result, reduced to what the worker decides on."""
+class ResultVersion(NamedTuple):
+    """One received version of one result, reduced to what the worker decides on.
+
+    A named tuple: the worker builds one per stored result of every person it re-evaluates, and a
+    tuple is built several times faster than a frozen dataclass."""
 
     result_id: str
     patient_pseudonym: str

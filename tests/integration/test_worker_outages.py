@@ -66,8 +66,10 @@ def test_a_record_the_database_cannot_store_is_dead_lettered_and_the_rest_of_its
     assert dead.stage == "worker"
     assert (dead.source_topic, dead.source_partition, dead.source_offset) == (settings.topics.results, 0, 40)
     assert dead.payload == poison.model_dump_json().encode()
-    assert dead.reasons[0].code == "207" and dead.reasons[0].text.startswith("unstorable: DataError")
-    assert "NUL" in dead.reasons[0].text
+    # PostgreSQL's own reason (the worker sends text in binary COPY: the server refuses the NUL byte)
+    assert dead.reasons[0].code == "207"
+    assert dead.reasons[0].text.startswith("unstorable: CharacterNotInRepertoire [22021]")
+    assert "0x00" in dead.reasons[0].text
     wait_until(lambda: stored_offsets(settings) == {0: 81}, what="offsets covering the whole batch")
 
     later = [make_result(sending_facility="LAB-P") for _ in range(10)]  # the worker keeps consuming

@@ -32,9 +32,9 @@ def test_a_lab_traffic_consumer_without_partitions_leaves_the_worker_ready_not_o
         readiness.ok(DATABASE)
     results.ok(GROUP)
     raw.ok(GROUP)
-    assert worker_ready(results, [raw, rejections])  # more workers than the rejected topic's partitions
+    assert worker_ready([results], [raw, rejections])  # more workers than the rejected topic's partitions
     rejections.fail(KAFKA, "all brokers down")
-    assert not worker_ready(results, [raw, rejections])
+    assert not worker_ready([results], [raw, rejections])
     rejections.ok(KAFKA)
     results.fail(GROUP, "partitions revoked")
-    assert not worker_ready(results, [raw, rejections])
+    assert not worker_ready([results], [raw, rejections])
