@@ -5,9 +5,9 @@
 --quick (the default, ≈ 18 minutes on 2 cores): constant 1,000 results/s for 60 s, a ramp 500 →
 5,000 results/s over 90 s, the record day 2022-01-10 × 0.1 in 3 minutes, and shortened component
 benchmarks. --full (≈ 1 hour): constant 1,000 results/s for 3 minutes, 5,000 results/s sustained for
-10 minutes (issue #16; 3,000 before it), a ramp to 6,000 results/s over 5 minutes, the record day × 0.5
-in 12 minutes, and the component benchmarks at their default sizes. NAME: constant, sustained, ramp, replay, parse, gateway,
-worker, opendata, dashboard. Writes `load_tests/results/<name>.json` (+ `.png` for the profiles),
+10 minutes (issue #16; 3,000 before it), a ramp to 6,000 results/s over 5 minutes, the record day
+× 0.5 in 12 minutes, and the component benchmarks at their default sizes. NAME: constant, sustained,
+ramp, replay, parse, gateway, worker, opendata, dashboard. Writes `load_tests/results/<name>.json` (+ `.png` for the profiles),
 `report.json` and `report.md`.
 """
 
