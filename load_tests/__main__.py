@@ -7,8 +7,8 @@
 benchmarks. --full (≈ 1 hour): constant 1,000 results/s for 3 minutes, 5,000 results/s sustained for
 10 minutes (issue #16; 3,000 before it), a ramp to 6,000 results/s over 5 minutes, the record day
 × 0.5 in 12 minutes, and the component benchmarks at their default sizes. NAME: constant, sustained,
-ramp, replay, parse, gateway, worker, opendata, dashboard. Writes `load_tests/results/<name>.json` (+ `.png` for the profiles),
-`report.json` and `report.md`.
+ramp, replay, parse, gateway, worker, opendata, dashboard. Writes `load_tests/results/<name>.json`
+(+ `.png` for the profiles), `report.json` and `report.md`.
 """
 
 from __future__ import annotations
