@@ -274,8 +274,8 @@ async def _drive(
                                 f"{control_id} ({message.kind}): expected {message.expect}, got {code}"
                             )
                     records.write(
-                        f"{control_id},{ids[message.lab]},{message.kind},{code},{message.results},"
-                        f"{t:.6f},{sent:.6f},{acked:.6f},{int(send_again)}\n"
+                        ack_record(control_id, ids[message.lab], message.kind, code, message.results, t, sent,
+                                   acked, send_again)
                     )
                     if code == "AA":
                         keys.writelines(f"{s.replace(PLACEHOLDER, tag)},{c}\n" for s, c in message.keys)
@@ -284,6 +284,22 @@ async def _drive(
 
         await asyncio.gather(*(connection(c.times, c.messages) for c in plan if c.times))
     return {"t0": t0_wall, "codes": codes, "unexpected": unexpected, "unexpected_count": mismatches}
+
+
+ACK_COLUMNS = (
+    ("control_id", "text"), ("lab", "text"), ("kind", "text"), ("code", "text"), ("results", "int"),
+    ("scheduled", "float8"), ("sent", "float8"), ("acked", "float8"), ("send_again", "int"),
+)
+"""One line of the simulator's ACK records (acks.csv), as `analyse` loads it into `bench_acks`."""
+
+
+def ack_record(
+    control_id: str, lab: str, kind: str, code: str, results: int, scheduled: float, sent: float,
+    acked: float, send_again: bool,
+) -> str:
+    """The CSV line of one acknowledged (or unanswered) message, in the order of `ACK_COLUMNS`."""
+    return (f"{control_id},{lab},{kind},{code},{results},{scheduled:.6f},{sent:.6f},{acked:.6f},"
+            f"{int(send_again)}\n")
 
 
 def simulator_main(pipe: Connection, config: SimulatorConfig) -> None:
@@ -466,8 +482,7 @@ def analyse(settings: Settings, t0: float, records: Path, keys: Path, handoffs: 
     """Figures and per-second series from the simulator's records, the stand-in's and the database."""
     with psycopg.connect(libpq_url(settings.require_database())) as conn:
         conn.execute(
-            "CREATE TEMP TABLE bench_acks (control_id text, lab text, kind text, code text, results int, "
-            "scheduled float8, sent float8, acked float8)"
+            f"CREATE TEMP TABLE bench_acks ({', '.join(' '.join(column) for column in ACK_COLUMNS)})"
         )
         conn.execute("CREATE TEMP TABLE bench_keys (specimen_id text, loinc text)")
         conn.execute("CREATE TEMP TABLE bench_handoffs (case_id text, event text, received float8)")
