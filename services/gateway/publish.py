@@ -223,29 +223,34 @@ class KafkaPublisher:
         loop = self._loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), len(records))
         on_delivery = partial(self._delivered, pending)
-        for record in records:
-            while True:
-                try:
-                    self._producer.produce(
-                        record.topic,
-                        record.value,
-                        record.key,
-                        headers=list(record.headers),
-                        on_delivery=on_delivery,
-                    )
-                    break
-                except BufferError:  # local queue full: let deliveries drain
-                    await asyncio.sleep(0.01)
-                except KafkaException as exc:
-                    pending.reported = True  # records already produced settle nothing
-                    error: KafkaError = exc.args[0]
-                    if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                        raise RecordTooLarge(record.size(), self.max_record_bytes) from exc
-                    raise DeliveryFailed(error.str()) from exc
-                finally:
-                    if not self._pumping() and len(self._producer):
-                        self._pump = loop.create_task(self._pump_deliveries())
+        try:
+            for record in records:
+                while True:
+                    try:
+                        self._producer.produce(
+                            record.topic,
+                            record.value,
+                            record.key,
+                            headers=list(record.headers),
+                            on_delivery=on_delivery,
+                        )
+                        break
+                    except BufferError:  # local queue full: let deliveries drain
+                        self._start_pump(loop)
+                        await asyncio.sleep(0.01)
+                    except KafkaException as exc:
+                        pending.reported = True  # records already produced settle nothing
+                        error: KafkaError = exc.args[0]
+                        if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                            raise RecordTooLarge(record.size(), self.max_record_bytes) from exc
+                        raise DeliveryFailed(error.str()) from exc
+        finally:  # what was produced, this call's records or others', is confirmed on the loop
+            self._start_pump(loop)
         await pending.future
+
+    def _start_pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._pumping() and len(self._producer):
+            self._pump = loop.create_task(self._pump_deliveries())
 
     def flush(self, timeout_s: float = 10.0) -> int:
         return int(self._producer.flush(timeout_s))
