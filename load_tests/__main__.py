@@ -169,6 +169,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(_target("end to end: consumer lag at the end of the 10 min (messages; bounded = < 10 s "
                             "of traffic)", _get(sustained, "consumer_lag", "at_end_of_sending"), 50000, True,
                             "profile sustained"))
+        rows.append(_target("end to end: handoff p99 ACK → tracing platform (ms), same 10 min",
+                            _get(sustained, "handoff", "p99_ms"), 5000, True, "profile sustained"))
     elif "ramp" in runs:
         ramp = runs["ramp"]
         rows.append(_target(f"end to end: results/s stored, best {ramp['best_window_s']} s of the ramp's "

@@ -65,3 +65,18 @@ def test_a_benchmark_that_did_not_run_is_not_run_not_failed() -> None:
         assert row["value"] is None and row["met"] is None
     assert "| worker: results/s, one process, deduplication on | – | ≥ 25,000 | – | not run | 15,000 |" \
         in markdown(report)
+
+
+def test_the_sustained_profile_is_held_to_throughput_lag_and_handoff() -> None:
+    report = _report({})
+    report["profiles"] = {"sustained": {
+        "stored_results_per_second": 3000, "consumer_lag": {"at_end_of_sending": 0},
+        "handoff": {"p99_ms": 145064.4},
+        "correctness": {"ok": True, "missing": 0, "stored_more_than_once": 0},
+    }}
+    report["targets"] = targets(report)
+    stored = _row(report, "end to end: results/s stored, 5,000 offered")
+    assert (stored["value"], stored["met"], stored["before"]) == (3000, False, "3,000")
+    assert _row(report, "end to end: consumer lag")["met"] is True
+    handoff = _row(report, "end to end: handoff p99")
+    assert (handoff["value"], handoff["met"]) == (145064.4, False)
