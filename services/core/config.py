@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     tracing_backoff_initial_s: float = 1.0
     tracing_backoff_max_s: float = 120.0
     tracing_concurrency: int = 16
+    tracing_database_connections: int = Field(
+        default=8, ge=1, description="PostgreSQL sessions of the delivery loop (its pool)"
+    )
     tracing_standin_port: int = 9180
 
     # dashboard (query API + web page); it refuses to start without a token list or a JWT key

@@ -33,7 +33,7 @@ def build_service(settings: Settings) -> TracingService:
     secret = settings.tracing_signing_secret
     dsn = libpq_url(settings.database_url_for("tracing"))
     deliveries = DeliveryLoop(
-        DeliveryStore(dsn, new_owner_id()),
+        DeliveryStore(dsn, new_owner_id(), connections=settings.tracing_database_connections),
         platform,
         private_key=bytes.fromhex(settings.tracing_private_key.get_secret_value()),
         signing_secret=secret.get_secret_value().encode() if secret is not None else b"",
