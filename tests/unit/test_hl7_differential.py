@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from services.core.domain.model import PARIS
 from services.gateway.hl7.parse import Segment, parse_message
-from services.simulator.oru import Patient, build_oru_r01, random_order, random_patient
+from services.simulator.oru import Patient, build_oru_r01, random_order
+from tests.hl7_messages import oru_messages
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hl7"
 COMPARED = ("MSH", "PID", "OBR", "OBX", "SPM")
@@ -140,28 +141,9 @@ NAME_TEXT = st.text(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    version=st.sampled_from(("2.3.1", "2.5", "2.5.1")),
-    patients=st.integers(1, 2),
-    orders=st.integers(1, 2),
-    observations=st.integers(1, 3),
-    crlf=st.booleans(),
-)
-def test_generated_messages(
-    seed: int, version: str, patients: int, orders: int, observations: int, crlf: bool
-) -> None:
-    rng = random.Random(seed)
-    result_time = datetime(2024, 1, 15, 10, tzinfo=PARIS) - timedelta(minutes=rng.randrange(1000))
-    content = [
-        (
-            random_patient(rng),
-            [random_order(rng, result_time, observations=observations) for _ in range(orders)],
-        )
-        for _ in range(patients)
-    ]
-    er7 = build_oru_r01("LAB01", f"C{seed}", content, version=version, crlf=crlf).decode()
-    assert_same(er7)
+@given(oru_messages(crlf=True))
+def test_generated_messages(message: bytes) -> None:
+    assert_same(message.decode())
 
 
 @settings(max_examples=100, deadline=None)

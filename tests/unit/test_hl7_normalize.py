@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
-import random
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
@@ -26,7 +24,7 @@ from services.core.sealing import open_sealed
 from services.gateway.hl7.datatypes import read_dtm_text
 from services.gateway.hl7.normalize import Normalized, normalize_header, normalize_oru, parse_dtm
 from services.gateway.identity import IdentityProtector
-from services.simulator.oru import build_oru_r01, random_order, random_patient
+from tests.hl7_messages import oru_messages
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hl7"
 NOW = datetime(2024, 1, 16, tzinfo=UTC)
@@ -92,40 +90,10 @@ def test_fixture_results_are_as_validated(name: str, code: str) -> None:
         assert_as_validated(result)
 
 
-NAME_TEXT = st.text(alphabet=st.sampled_from("ABCÉÈÎÔÜÇéèàçœ -'|^&~\\abcxyz0123"), min_size=1, max_size=20)
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    version=st.sampled_from(("2.3.1", "2.5", "2.5.1")),
-    patients=st.integers(1, 2),
-    orders=st.integers(1, 2),
-    observations=st.integers(1, 3),
-    names=st.none() | st.tuples(NAME_TEXT, NAME_TEXT),
-    lab=st.sampled_from(("LAB01", "LAB&1", "L^1", "LAB\\01")),
-    without_ins=st.sampled_from((0.0, 0.5, 1.0)),
-)
-def test_results_are_as_validated(
-    seed: int,
-    version: str,
-    patients: int,
-    orders: int,
-    observations: int,
-    names: tuple[str, str] | None,
-    lab: str,
-    without_ins: float,
-) -> None:
-    rng = random.Random(seed)
-    result_time = datetime(2024, 1, 15, 10, tzinfo=PARIS) - timedelta(minutes=rng.randrange(1000))
-    content = []
-    for _ in range(patients):
-        patient = random_patient(rng, without_ins=without_ins)
-        if names is not None:
-            patient = dataclasses.replace(patient, birth_name=names[0], given_name=names[1])
-        order_list = [random_order(rng, result_time, observations=observations) for _ in range(orders)]
-        content.append((patient, order_list))
-    normalized = normalize(build_oru_r01(lab, f"C{seed}", content, version=version))
+@given(oru_messages(labs=("LAB01", "LAB&1", "L^1", "LAB\\01"), without_ins=(0.0, 0.5, 1.0), names=True))
+def test_results_are_as_validated(message: bytes) -> None:
+    normalized = normalize(message)
     assert normalized.results
     for result in normalized.results:
         assert_as_validated(result)
