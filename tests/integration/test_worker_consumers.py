@@ -7,17 +7,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from confluent_kafka import Producer
 
 from labflow_testkit.infrastructure import settings_env
 from labflow_testkit.processes import ServiceProcess, free_port, http_status, wait_until
 from labflow_testkit.results import full_recomputation, random_result_stream, stored_aggregates
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
-from services.core.domain.model import LabResult
-from services.core.kafka import producer_config
-from tests.integration.test_worker_crash import end_offsets
+from tests.integration.test_worker_crash import end_offsets, stored_offsets
 from tests.oracles import expected_winners
+from tests.support import produce_results
 
 pytestmark = pytest.mark.integration
 
@@ -27,25 +25,7 @@ def test_two_consumers_in_one_worker_share_the_partitions_and_count_every_result
 ) -> None:
     settings = fresh_settings.model_copy(update={"worker_batch_size": 300})
     stream = random_result_stream(6_000, persons=1_500, seed=33)
-    producer = Producer(producer_config(settings))
-
-    def produce(results: list[LabResult]) -> None:
-        for r in results:
-            producer.produce(
-                settings.topics.results, r.model_dump_json().encode(), r.patient_pseudonym.encode()
-            )
-            producer.poll(0)
-        assert producer.flush(60) == 0
-
     url = settings.require_database()
-
-    def stored_offsets() -> dict[int, int]:
-        with psycopg.connect(libpq_url(url)) as conn:
-            return dict(conn.execute(
-                "SELECT partition, next_offset FROM consumer_offsets WHERE topic = %s",
-                (settings.topics.results,),
-            ).fetchall())
-
     port = free_port()
     worker = ServiceProcess(
         "worker",
@@ -59,12 +39,12 @@ def test_two_consumers_in_one_worker_share_the_partitions_and_count_every_result
                 and '"partitions": []' not in line]
 
     try:
-        produce(stream[:2_000])
+        produce_results(settings, stream[:2_000])
         wait_until(lambda: len(assignments()) >= 2, timeout_s=60, what=f"both consumers with partitions:\n"
                    f"{worker.log()}")
-        produce(stream[2_000:])  # while both hold partitions
+        produce_results(settings, stream[2_000:])  # while both hold partitions
         ends = {p: o for p, o in end_offsets(settings).items() if o > 0}
-        wait_until(lambda: stored_offsets() == ends, timeout_s=120, interval_s=0.5,
+        wait_until(lambda: stored_offsets(settings) == ends, timeout_s=120, interval_s=0.5,
                    what=f"every partition stored:\n{worker.log()}")
         assert http_status(f"http://127.0.0.1:{port}/readyz") == 200
     finally:

@@ -37,8 +37,11 @@ def end_offsets(settings: Settings) -> dict[int, int]:
 
 
 def stored_offsets(settings: Settings) -> dict[int, int]:
+    """partition -> next offset the worker stored for the results topic."""
     with psycopg.connect(libpq_url(settings.require_database())) as conn:
-        return dict(conn.execute("SELECT partition, next_offset FROM consumer_offsets").fetchall())
+        return dict(conn.execute(
+            "SELECT partition, next_offset FROM consumer_offsets WHERE topic = %s", (settings.topics.results,)
+        ).fetchall())
 
 
 def test_worker_killed_repeatedly_loses_and_doubles_nothing(fresh_settings: Settings, tmp_path: Path) -> None:
