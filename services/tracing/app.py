@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 from types import FrameType
 
@@ -64,7 +63,6 @@ def build_service(settings: Settings) -> TracingService:
 
 def run_tracing(settings: Settings) -> None:
     configure_logging("tracing", settings.log_level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # its per-request lines are not JSON
     service = build_service(settings)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
