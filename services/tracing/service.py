@@ -4,7 +4,7 @@
   PostgreSQL, then the Kafka offsets are committed. A crash in between re-reads events that the store
   then ignores (unique `event_id`). An event that cannot be read or stored is dead-lettered to the
   rejected topic (stage "tracing") with its reason; outages are retried with backoff, never an exit.
-- Deliver (asyncio, httpx): each case is a task sending its events in order, one attempt at a time
+- Deliver (asyncio, aiohttp): each case is a task sending its events in order, one attempt at a time
   under a lease, at most `concurrency` requests at once; a case in backoff sleeps without holding a
   request slot, so a failing case never holds up the others. Retries follow the tenacity policy of
   `deliver.retrying`; every attempt and backoff is recorded, so a restart resumes where it was.
@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+import uvloop
 from confluent_kafka import Consumer, Producer
 from nacl.exceptions import CryptoError
 from prometheus_client import Counter, Gauge, Histogram
@@ -246,10 +247,9 @@ class DeliveryLoop:
     async def _run_case(self, case_id: str) -> None:
         """Deliver the case's events in order, until it has none due (or one failed)."""
         try:
-            while not self._stopping.is_set():
-                head = await self.store.head(case_id)
-                if head is None or not await self._deliver(head):
-                    return
+            head = await self.store.head(case_id)
+            while head is not None and not self._stopping.is_set():
+                head = await self._deliver(head)
         except psycopg.Error as exc:
             log.warning("delivery interrupted: database unavailable", case_id=case_id, error=str(exc))
         except Exception:
@@ -257,8 +257,8 @@ class DeliveryLoop:
         finally:
             self._cases.pop(case_id, None)
 
-    async def _deliver(self, head: HeadEvent) -> bool:
-        """One event, with retries; True once delivered."""
+    async def _deliver(self, head: HeadEvent) -> HeadEvent | None:
+        """One event, with retries; once it is delivered, the case's next event if one is due."""
         age_s = (datetime.now(UTC) - head.queued_at).total_seconds()
         claimed: ClaimedEvent | None = None
 
@@ -277,24 +277,22 @@ class DeliveryLoop:
                                           self._interruptible_sleep):
                 with attempt:
                     if self._stopping.is_set():
-                        return False
+                        return None
                     async with self._slots:
                         claimed = await self.store.claim(head.id, self.lease_s)
                         if claimed is None:  # delivered, failed or leased by another instance meanwhile
-                            return False
-                        await self._attempt(claimed)
+                            return None
+                        return await self._attempt(claimed)
         except RetryError as exc:
             error = exc.last_attempt.exception()
             reason = error.reason if isinstance(error, RetryableFailure) else repr(error)
             await self._fail(head, claimed, f"gave up after {claimed.attempts if claimed else '?'} attempts: "
                                             f"{reason}")
-            return False
         except PermanentFailure as exc:
             await self._fail(head, claimed, exc.reason)
-            return False
-        return True
+        return None
 
-    async def _attempt(self, claimed: ClaimedEvent) -> None:
+    async def _attempt(self, claimed: ClaimedEvent) -> HeadEvent | None:
         assert self.platform is not None
         event = claimed.event
         identity = self._unseal(claimed) if event.type == "case.opened" else None
@@ -306,12 +304,13 @@ class DeliveryLoop:
             stop=stop_after_attempt(5), wait=wait_exponential_jitter(multiplier=0.2, max=2), reraise=True,
         ):
             with attempt:
-                first = await self.store.mark_delivered(claimed.id)
+                first, next_head = await self.store.mark_delivered(claimed)
         DELIVERIES.labels(event.type, "delivered" if first else "duplicate").inc()
         if first and event.type == "case.opened":
             HANDOFF_DELAY.observe((datetime.now(UTC) - event.first_received_at).total_seconds())
         log.info("case event delivered", case_id=event.case_id, event_id=event.event_id, type=event.type,
                  attempt=claimed.attempts)
+        return next_head
 
     def _unseal(self, claimed: ClaimedEvent) -> dict[str, Any]:
         if claimed.sealed_identity is None:
@@ -347,7 +346,8 @@ class TracingService:
                                   name="cases-consumer", daemon=True)
         thread.start()
         try:
-            asyncio.run(self.deliveries.run())
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(self.deliveries.run())
         finally:
             self.consumer.stop()
             thread.join(30)

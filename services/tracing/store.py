@@ -28,13 +28,29 @@ VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (event_id) DO NOTHING
 """
 
-HEAD = """
+DUE_HEAD = """
 SELECT d.id, d.attempts, d.queued_at FROM tracing_deliveries d
 WHERE d.id = (SELECT h.id FROM tracing_deliveries h
-              WHERE h.case_id = %s AND h.status <> 'delivered' ORDER BY h.id LIMIT 1)
+              WHERE h.case_id = %(case_id)s AND h.status <> 'delivered' AND h.id <> %(after)s
+              ORDER BY h.id LIMIT 1)
   AND d.status = 'pending' AND d.next_attempt_at <= now()
   AND (d.lease_until IS NULL OR d.lease_until < now())
 """
+"""The case's head event if it is due and not leased; `after` is an event not to count (-1: none)."""
+
+HEAD = DUE_HEAD.replace("%(after)s", "-1")
+
+DELIVERED_THEN_HEAD = f"""
+WITH delivered AS (
+    UPDATE tracing_deliveries SET status = 'delivered', delivered_at = now(), lease_owner = NULL,
+        lease_until = NULL
+    WHERE id = %(after)s AND status <> 'delivered' RETURNING id
+)
+SELECT (SELECT count(*) FROM delivered), head.* FROM (SELECT) one
+LEFT JOIN LATERAL ({DUE_HEAD}) head ON true
+"""
+"""Marks an event delivered and reads its case's next due event in the same round trip: the head
+look-up runs on the snapshot from before the update, hence it leaves the delivered event out."""
 
 CLAIM = """
 UPDATE tracing_deliveries d
@@ -110,6 +126,10 @@ def _event_row(event: CaseEventMessage) -> tuple[object, ...]:
     message = event.model_dump(mode="json", exclude={"sealed_identity"})
     return (event.event_id, event.case_id, event.type, Jsonb(message), event.sealed_identity,
             event.first_received_at)
+
+
+def _head(row: Sequence[Any]) -> HeadEvent:
+    return HeadEvent(int(row[0]), int(row[1]), row[2])
 
 
 def _claimed(row: tuple[Any, ...] | None) -> ClaimedEvent | None:
@@ -216,8 +236,8 @@ class DeliveryStore:
         return [str(row[0]) for row in await self._fetch(DUE_CASES, (list(busy), limit))]
 
     async def head(self, case_id: str) -> HeadEvent | None:
-        rows = await self._fetch(HEAD, (case_id,))
-        return HeadEvent(int(rows[0][0]), int(rows[0][1]), rows[0][2]) if rows else None
+        rows = await self._fetch(HEAD, {"case_id": case_id})
+        return _head(rows[0]) if rows else None
 
     async def claim(self, event_pk: int, lease_s: float) -> ClaimedEvent | None:
         """Lease the event for one attempt; None when it is delivered, failed or leased elsewhere."""
@@ -239,15 +259,13 @@ class DeliveryStore:
             (error, event_pk, self.owner),
         )
 
-    async def mark_delivered(self, event_pk: int) -> bool:
-        """Unconditional on the lease: the platform answered 2xx, that is the truth. False if the event
-        was already marked delivered (by an instance whose lease this one took over)."""
-        rows = await self._fetch(
-            "UPDATE tracing_deliveries SET status = 'delivered', delivered_at = now(), lease_owner = NULL, "
-            "lease_until = NULL WHERE id = %s AND status <> 'delivered' RETURNING id",
-            (event_pk,),
-        )
-        return bool(rows)
+    async def mark_delivered(self, event: ClaimedEvent) -> tuple[bool, HeadEvent | None]:
+        """Unconditional on the lease: the platform answered 2xx, that is the truth. Whether this call
+        marked it (False: an instance whose lease this one took over already had), and the case's next
+        event if it is due now."""
+        rows = await self._fetch(DELIVERED_THEN_HEAD, {"after": event.id, "case_id": event.event.case_id})
+        first, *head = rows[0]
+        return bool(first), _head(head) if head[0] is not None else None
 
     async def undelivered_counts(self) -> dict[str, int]:
         return {str(status): int(n) for status, n in await self._fetch(UNDELIVERED_COUNTS, ())}
