@@ -84,9 +84,10 @@ VERSION_COLUMNS = (
     "collected_at, collection_day, department, region, age_class, sex, sending_facility"
 )
 
-# The upsert, and per lab and reception day (UTC) the results it newly stored: count, positives and
-# a histogram of collection → reception delay in whole hours. Returns the rows it stored (inserted or
-# replaced), in the columns of `VERSION_COLUMNS`.
+# The upsert. Returns the rows it stored (inserted or replaced), in the columns of `VERSION_COLUMNS`,
+# and keeps in `stored_receptions` the lab, reception day (UTC), collection → reception delay in whole
+# hours and positivity of each result it newly stored, which `COUNT_RECEPTIONS` adds to the lab
+# statistics at the end of the transaction.
 # Which version counts is the order of versions.py (status rank, result time, version key; for
 # identical content the earliest reception) in SQL: the ORDER BY picks the winner inside a batch, the
 # WHERE decides against the stored row. tests/integration/test_result_precedence.py checks both
@@ -102,22 +103,32 @@ WHERE (EXCLUDED.precedence, COALESCE(EXCLUDED.result_at, '-infinity'), EXCLUDED.
        results.received_at)
     > (results.precedence, COALESCE(results.result_at, '-infinity'), results.version_key,
        EXCLUDED.received_at)
-RETURNING {VERSION_COLUMNS}, (xmax = 0) AS inserted, sending_facility AS lab,
-          (received_at AT TIME ZONE 'UTC')::date AS day,
-          greatest(floor(extract(epoch FROM received_at - collected_at) / 3600), 0)::int AS delay_hours
-), daily AS (
-INSERT INTO lab_daily (lab, day, results, positives)
-SELECT lab, day, count(*), count(*) FILTER (WHERE outcome = 'positive')
-FROM upserted WHERE inserted GROUP BY lab, day ORDER BY lab, day
-ON CONFLICT (lab, day) DO UPDATE
-SET results = lab_daily.results + EXCLUDED.results, positives = lab_daily.positives + EXCLUDED.positives
-), delays AS (
-INSERT INTO lab_delays (lab, day, delay_hours, n)
-SELECT lab, day, delay_hours, count(*)
-FROM upserted WHERE inserted GROUP BY lab, day, delay_hours ORDER BY lab, day, delay_hours
-ON CONFLICT (lab, day, delay_hours) DO UPDATE SET n = lab_delays.n + EXCLUDED.n
+RETURNING {VERSION_COLUMNS}, (xmax = 0) AS inserted
+), kept AS (
+INSERT INTO stored_receptions (lab, day, delay_hours, positive)
+SELECT sending_facility, (received_at AT TIME ZONE 'UTC')::date,
+       greatest(floor(extract(epoch FROM received_at - collected_at) / 3600), 0)::int,
+       outcome = 'positive'
+FROM upserted WHERE inserted
 )
 SELECT {VERSION_COLUMNS} FROM upserted
+"""
+
+# Per lab and reception day: the results newly stored, positives and the delay histogram. Rows shared
+# by every worker (like `aggregates`): written last, in key order, so their locks are held only
+# until the commit that follows, and two workers always take them in the same order.
+COUNT_RECEPTIONS = """
+WITH daily AS (
+INSERT INTO lab_daily (lab, day, results, positives)
+SELECT lab, day, count(*), count(*) FILTER (WHERE positive)
+FROM stored_receptions GROUP BY lab, day ORDER BY lab, day
+ON CONFLICT (lab, day) DO UPDATE
+SET results = lab_daily.results + EXCLUDED.results, positives = lab_daily.positives + EXCLUDED.positives
+)
+INSERT INTO lab_delays (lab, day, delay_hours, n)
+SELECT lab, day, delay_hours, count(*)
+FROM stored_receptions GROUP BY lab, day, delay_hours ORDER BY lab, day, delay_hours
+ON CONFLICT (lab, day, delay_hours) DO UPDATE SET n = lab_delays.n + EXCLUDED.n
 """
 
 SELECT_PERSON_RESULTS = f"SELECT {VERSION_COLUMNS} FROM results WHERE patient_pseudonym = ANY(%b)"
@@ -184,6 +195,10 @@ class ResultStore(FencedStore):
                 "CREATE TEMP TABLE IF NOT EXISTS incoming_results "
                 "(LIKE results INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
             )
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS stored_receptions "
+                "(lab text, day date, delay_hours int, positive boolean) ON COMMIT DELETE ROWS"
+            )
 
     def write_batch(
         self, results: Sequence[LabResult], progress: Sequence[PartitionProgress]
@@ -207,7 +222,17 @@ class ResultStore(FencedStore):
         if not stored:
             return BatchWritten(0, 0, 0, 0)
         persons, aggregate_rows, events = self._reevaluate(cur, stored)
-        return BatchWritten(len(stored), persons, aggregate_rows, events)
+        # last: rows every worker writes (see COUNT_RECEPTIONS)
+        _bulk_insert(
+            cur,
+            "aggregates (day, department, age_class, sex, test_kind, p, t)",
+            ("date", "text", "text", "text", "text", "int", "int"),
+            aggregate_rows,
+            "ON CONFLICT (day, department, age_class, sex, test_kind) DO UPDATE "
+            "SET p = aggregates.p + EXCLUDED.p, t = aggregates.t + EXCLUDED.t",
+        )
+        cur.execute(COUNT_RECEPTIONS)
+        return BatchWritten(len(stored), persons, len(aggregate_rows), events)
 
     def _store_identities(self, cur: psycopg.Cursor[tuple[Any, ...]], results: Sequence[LabResult]) -> None:
         latest: dict[str, LabResult] = {}
@@ -229,8 +254,9 @@ class ResultStore(FencedStore):
 
     def _reevaluate(
         self, cur: psycopg.Cursor[tuple[Any, ...]], stored: list[tuple[Any, ...]]
-    ) -> tuple[int, int, int]:
-        """Re-evaluate the persons of the `stored` rows; (persons, aggregate rows, case events)."""
+    ) -> tuple[int, list[tuple[Any, ...]], int]:
+        """Re-evaluate the persons of the `stored` rows and write them, their cases and case events;
+        (persons, the aggregate rows to add in key order, case events)."""
         by_person: dict[str, list[ResultVersion]] = defaultdict(list)
         for row in stored:
             v = _version(row)
@@ -327,14 +353,6 @@ class ResultStore(FencedStore):
             if p or t
         ]
         aggregate_rows.sort()
-        _bulk_insert(
-            cur,
-            "aggregates (day, department, age_class, sex, test_kind, p, t)",
-            ("date", "text", "text", "text", "text", "int", "int"),
-            aggregate_rows,
-            "ON CONFLICT (day, department, age_class, sex, test_kind) DO UPDATE "
-            "SET p = aggregates.p + EXCLUDED.p, t = aggregates.t + EXCLUDED.t",
-        )
         outbox_rows = self._case_messages(cur, events, now)
         _bulk_insert(
             cur,
@@ -348,7 +366,7 @@ class ResultStore(FencedStore):
             "sex = EXCLUDED.sex, test_kind = EXCLUDED.test_kind, updated_at = now()",
         )
         _bulk_insert(cur, "outbox (topic, key, payload)", ("text", "text", "jsonb"), outbox_rows)
-        return len(pseudonyms), len(aggregate_rows), len(outbox_rows)
+        return len(pseudonyms), aggregate_rows, len(outbox_rows)
 
     def _case_messages(
         self, cur: psycopg.Cursor[tuple[Any, ...]], events: list[tuple[CaseEvent, datetime]], now: datetime
