@@ -241,13 +241,12 @@ class DeliveryLoop:
         room = MAX_CASES_IN_HAND - len(self._cases)
         if room <= 0:
             return
-        for case_id in await self.store.due_cases(room, list(self._cases)):
-            self._cases[case_id] = asyncio.create_task(self._run_case(case_id), name=f"case-{case_id}")
+        for case_id, head in await self.store.due_cases(room, list(self._cases)):
+            self._cases[case_id] = asyncio.create_task(self._run_case(case_id, head), name=f"case-{case_id}")
 
-    async def _run_case(self, case_id: str) -> None:
-        """Deliver the case's events in order, until it has none due (or one failed)."""
+    async def _run_case(self, case_id: str, head: HeadEvent | None) -> None:
+        """Deliver the case's events in order from `head`, until it has none due (or one failed)."""
         try:
-            head = await self.store.head(case_id)
             while head is not None and not self._stopping.is_set():
                 head = await self._deliver(head)
         except psycopg.Error as exc:

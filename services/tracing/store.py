@@ -36,9 +36,7 @@ WHERE d.id = (SELECT h.id FROM tracing_deliveries h
   AND d.status = 'pending' AND d.next_attempt_at <= now()
   AND (d.lease_until IS NULL OR d.lease_until < now())
 """
-"""The case's head event if it is due and not leased; `after` is an event not to count (-1: none)."""
-
-HEAD = DUE_HEAD.replace("%(after)s", "-1")
+"""The case's head event if it is due and not leased; `after` is an event not to count."""
 
 DELIVERED_THEN_HEAD = f"""
 WITH delivered AS (
@@ -63,8 +61,8 @@ RETURNING d.id, d.message, d.sealed_identity, d.attempts,
 """
 
 DUE_CASES = """
-SELECT case_id FROM (
-    SELECT DISTINCT ON (case_id) case_id, status, next_attempt_at, lease_until
+SELECT case_id, id, attempts, queued_at FROM (
+    SELECT DISTINCT ON (case_id) case_id, id, attempts, queued_at, status, next_attempt_at, lease_until
     FROM tracing_deliveries WHERE status <> 'delivered' ORDER BY case_id, id
 ) head
 WHERE status = 'pending' AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
@@ -231,13 +229,10 @@ class DeliveryStore:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def due_cases(self, limit: int, busy: Sequence[str]) -> list[str]:
-        """Cases whose head event may be sent now, `busy` ones (already in hand here) excepted."""
-        return [str(row[0]) for row in await self._fetch(DUE_CASES, (list(busy), limit))]
-
-    async def head(self, case_id: str) -> HeadEvent | None:
-        rows = await self._fetch(HEAD, {"case_id": case_id})
-        return _head(rows[0]) if rows else None
+    async def due_cases(self, limit: int, busy: Sequence[str]) -> list[tuple[str, HeadEvent]]:
+        """Cases whose head event may be sent now, with that event; `busy` ones (already in hand
+        here) excepted."""
+        return [(str(row[0]), _head(row[1:])) for row in await self._fetch(DUE_CASES, (list(busy), limit))]
 
     async def claim(self, event_pk: int, lease_s: float) -> ClaimedEvent | None:
         """Lease the event for one attempt; None when it is delivered, failed or leased elsewhere."""
