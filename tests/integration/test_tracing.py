@@ -3,6 +3,7 @@ for the tracing platform (it records every request and fails on demand)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import threading
@@ -35,7 +36,16 @@ from services.core.kafka import producer_config
 from services.core.sealing import seal
 from services.tracing import cli as tracing_cli
 from services.tracing.app import build_service
-from services.tracing.handoff import SIGNATURE_HEADER, build_request, signature, verify_signature
+from services.tracing.deliver import PlatformClient
+from services.tracing.handoff import (
+    SIGNATURE_HEADER,
+    Delivered,
+    Permanent,
+    Retry,
+    build_request,
+    signature,
+    verify_signature,
+)
 from tests.support import dead_letters
 
 pytestmark = pytest.mark.integration
@@ -58,6 +68,7 @@ class Request:
     received_at: float
     status: int = 0
     answered_at: float | None = None  # None: the client was gone when the answer was written
+    client_port: int = 0
 
     @property
     def document(self) -> dict[str, Any]:
@@ -100,7 +111,7 @@ def _handler(platform: FakePlatform) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             headers = {k.lower(): v for k, v in self.headers.items()}
-            request = Request(self.path, headers, body, time.monotonic())
+            request = Request(self.path, headers, body, time.monotonic(), client_port=self.client_address[1])
             with platform.lock:
                 platform.requests.append(request)
             answer = platform.answer_for(request.document["case_id"])
@@ -278,6 +289,56 @@ def test_cases_are_handed_over_signed_in_order_and_once(
     for row in rows.values():  # only the sealed blob is kept
         assert "DUPONT" not in row["message"] and "+33612345678" not in row["message"]
         assert row["sealed_identity"] is None or "DUPONT" not in row["sealed_identity"]
+
+
+def test_the_platform_client_keeps_one_connection_and_reads_every_failure_as_an_outcome(
+    platform: tuple[FakePlatform, str]
+) -> None:
+    fake, url = platform
+    fake.scripts.update({"slow": [Answer(201, delay_s=1.5)], "busy": [Answer(503, retry_after="7")],
+                         "moved": [Answer(302)], "gone": [Answer(410)]})
+
+    def update(case_id: str) -> Any:
+        now = datetime.now(UTC)
+        event = CaseEventMessage.model_validate({
+            "event_id": uuid.uuid4().hex, "type": "case.updated", "case_id": case_id,
+            "patient_pseudonym": "p" * 64, "onset_day": date(2022, 1, 9),
+            "last_positive_day": date(2022, 1, 9),
+            "department": "75", "region": "11", "age_class": "49", "sex": Sex.FEMALE,
+            "test_kind": TestKind.ANTIGEN, "first_received_at": now, "occurred_at": now,
+        })
+        return build_request(event, None, "case.opened", SECRET.encode(), int(time.time()))
+
+    async def exchange() -> list[Any]:
+        client = PlatformClient(url, timeout_s=0.5, max_connections=1)
+        try:
+            cases = ("a b/1", "a2", "slow", "busy", "moved", "gone")
+            return [await client.send(update(case)) for case in cases]
+        finally:
+            await client.aclose()
+
+    outcomes = asyncio.run(exchange())
+    assert outcomes[:2] == [Delivered(201), Delivered(201)]
+    assert outcomes[2] == Retry("no answer within 0.5 s")
+    assert outcomes[3] == Retry("HTTP 503", 7.0)
+    assert outcomes[4:] == [Permanent("HTTP 302"), Permanent("HTTP 410")]  # a redirect is not followed
+    first, second = fake.requests[:2]
+    assert first.path == "/cases/a%20b%2F1"  # the case id as one path segment
+    assert first.client_port == second.client_port  # the answer was read: the connection is kept
+    assert first.headers["user-agent"] == "labflow-tracing"
+    assert verify_signature(
+        SECRET.encode(), first.headers[SIGNATURE_HEADER.lower()], first.body, int(time.time())
+    )
+
+    async def unreachable() -> Any:
+        client = PlatformClient(f"http://127.0.0.1:{free_port()}/cases", timeout_s=2, max_connections=1)
+        try:
+            return await client.send(update("c"))
+        finally:
+            await client.aclose()
+
+    refused = asyncio.run(unreachable())
+    assert isinstance(refused, Retry) and refused.reason.startswith("ClientConnectorError")
 
 
 def test_retries_on_5xx_429_and_timeouts_without_holding_up_other_cases(
