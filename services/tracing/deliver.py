@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 from tenacity import (
@@ -90,6 +92,16 @@ def expect_delivered(outcome: Outcome) -> Delivered:
     return outcome
 
 
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for `url` (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`, as httpx
+    and curl read them), decided once: aiohttp's own `trust_env` would read the environment and
+    `.netrc` again on every request, through a thread."""
+    parts = urlsplit(url)
+    if parts.hostname is None or proxy_bypass(parts.hostname):
+        return None
+    return getproxies().get(parts.scheme)
+
+
 class PlatformClient:
     """One session per process, opened on the loop at the first request (aiohttp binds it there)."""
 
@@ -97,6 +109,7 @@ class PlatformClient:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.max_connections = max_connections
+        self.proxy = proxy_for(self.url)
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -113,7 +126,8 @@ class PlatformClient:
         try:
             async with asyncio.timeout(self.timeout_s):
                 async with self._open().post(
-                    self.url + request.path, data=request.body, headers=request.headers, allow_redirects=False
+                    self.url + request.path, data=request.body, headers=request.headers,
+                    allow_redirects=False, proxy=self.proxy,
                 ) as response:
                     await response.read()  # the connection is reused only once the answer is read
         except TimeoutError:

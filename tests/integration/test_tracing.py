@@ -341,6 +341,37 @@ def test_the_platform_client_keeps_one_connection_and_reads_every_failure_as_an_
     assert isinstance(refused, Retry) and refused.reason.startswith("ClientConnectorError")
 
 
+def test_the_platform_client_goes_through_the_proxy_the_environment_names(
+    platform: tuple[FakePlatform, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = platform
+    proxy = url.removesuffix("/cases")  # the stand-in answers as the proxy would, with what it forwards
+    for name in ("no_proxy", "NO_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    now = datetime.now(UTC)
+    event = CaseEventMessage.model_validate({
+        "event_id": uuid.uuid4().hex, "type": "case.updated", "case_id": "c1", "patient_pseudonym": "p" * 64,
+        "onset_day": date(2022, 1, 9), "last_positive_day": date(2022, 1, 9), "department": "75",
+        "region": "11", "age_class": "49", "sex": Sex.FEMALE, "test_kind": TestKind.ANTIGEN,
+        "first_received_at": now, "occurred_at": now,
+    })
+
+    async def send(target: str) -> Any:
+        client = PlatformClient(target, timeout_s=2, max_connections=1)
+        try:
+            request = build_request(event, None, "case.opened", SECRET.encode(), int(time.time()))
+            return await client.send(request)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(send("http://tracing.example.invalid/cases")) == Delivered(201)
+    assert fake.requests[-1].path == "http://tracing.example.invalid/cases/c1"  # a proxy's request line
+    monkeypatch.setenv("NO_PROXY", "tracing.example.invalid")
+    refused = asyncio.run(send("http://tracing.example.invalid/cases"))  # straight: the name does not exist
+    assert isinstance(refused, Retry) and len(fake.requests) == 1
+
+
 def test_retries_on_5xx_429_and_timeouts_without_holding_up_other_cases(
     settings: Settings, platform: tuple[FakePlatform, str]
 ) -> None:
