@@ -40,6 +40,7 @@ from services.tracing.deliver import PlatformClient
 from services.tracing.handoff import (
     SIGNATURE_HEADER,
     Delivered,
+    HandoffRequest,
     Permanent,
     Retry,
     build_request,
@@ -181,6 +182,18 @@ def case_event(settings: Settings, type_: str, case_id: str, **overrides: Any) -
     return CaseEventMessage.model_validate(fields)
 
 
+def update_request(case_id: str) -> HandoffRequest:
+    """A signed `case.updated` request (no identity: no tracing key needed), for the client alone."""
+    now = datetime.now(UTC)
+    event = CaseEventMessage.model_validate({
+        "event_id": uuid.uuid4().hex, "type": "case.updated", "case_id": case_id,
+        "patient_pseudonym": "p" * 64, "onset_day": date(2022, 1, 9), "last_positive_day": date(2022, 1, 9),
+        "department": "75", "region": "11", "age_class": "49", "sex": Sex.FEMALE,
+        "test_kind": TestKind.ANTIGEN, "first_received_at": now, "occurred_at": now,
+    })
+    return build_request(event, None, "case.opened", SECRET.encode(), int(time.time()))
+
+
 def publish(settings: Settings, events: list[CaseEventMessage]) -> None:
     producer = Producer(producer_config(settings))
     for e in events:
@@ -298,22 +311,11 @@ def test_the_platform_client_keeps_one_connection_and_reads_every_failure_as_an_
     fake.scripts.update({"slow": [Answer(201, delay_s=1.5)], "busy": [Answer(503, retry_after="7")],
                          "moved": [Answer(302)], "gone": [Answer(410)]})
 
-    def update(case_id: str) -> Any:
-        now = datetime.now(UTC)
-        event = CaseEventMessage.model_validate({
-            "event_id": uuid.uuid4().hex, "type": "case.updated", "case_id": case_id,
-            "patient_pseudonym": "p" * 64, "onset_day": date(2022, 1, 9),
-            "last_positive_day": date(2022, 1, 9),
-            "department": "75", "region": "11", "age_class": "49", "sex": Sex.FEMALE,
-            "test_kind": TestKind.ANTIGEN, "first_received_at": now, "occurred_at": now,
-        })
-        return build_request(event, None, "case.opened", SECRET.encode(), int(time.time()))
-
     async def exchange() -> list[Any]:
         client = PlatformClient(url, timeout_s=0.5, max_connections=1)
         try:
             cases = ("a b/1", "a2", "slow", "busy", "moved", "gone")
-            return [await client.send(update(case)) for case in cases]
+            return [await client.send(update_request(case)) for case in cases]
         finally:
             await client.aclose()
 
@@ -333,7 +335,7 @@ def test_the_platform_client_keeps_one_connection_and_reads_every_failure_as_an_
     async def unreachable() -> Any:
         client = PlatformClient(f"http://127.0.0.1:{free_port()}/cases", timeout_s=2, max_connections=1)
         try:
-            return await client.send(update("c"))
+            return await client.send(update_request("c"))
         finally:
             await client.aclose()
 
@@ -349,19 +351,11 @@ def test_the_platform_client_goes_through_the_proxy_the_environment_names(
     for name in ("no_proxy", "NO_PROXY", "https_proxy", "HTTPS_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", proxy)
-    now = datetime.now(UTC)
-    event = CaseEventMessage.model_validate({
-        "event_id": uuid.uuid4().hex, "type": "case.updated", "case_id": "c1", "patient_pseudonym": "p" * 64,
-        "onset_day": date(2022, 1, 9), "last_positive_day": date(2022, 1, 9), "department": "75",
-        "region": "11", "age_class": "49", "sex": Sex.FEMALE, "test_kind": TestKind.ANTIGEN,
-        "first_received_at": now, "occurred_at": now,
-    })
 
     async def send(target: str) -> Any:
         client = PlatformClient(target, timeout_s=2, max_connections=1)
         try:
-            request = build_request(event, None, "case.opened", SECRET.encode(), int(time.time()))
-            return await client.send(request)
+            return await client.send(update_request("c1"))
         finally:
             await client.aclose()
 
