@@ -27,8 +27,9 @@ VALUES = {"laptop": [], "national": ["-f", str(CHART / "values-national.yaml")]}
 SERVICES = ("gateway", "worker", "tracing", "opendata", "dashboard")
 TOPICS = {"raw": "lab.results.raw.v1", "results": "lab.results.v1",
           "rejected": "lab.results.rejected.v1", "cases": "cases.v1"}
-# measured peak RSS (MB) of the load tests, README § Benchmarks
-MEASURED_RSS_MB = {"gateway": 124, "worker": 186, "tracing": 118}
+# the highest peak RSS (MB) the load tests measured (`make bench`, 2026-12-01): the gateway holding
+# 5,000 labs' connections, the worker after a lag spike in the 10-minute run, tracing in that run
+MEASURED_RSS_MB = {"gateway": 172, "worker": 413, "tracing": 121}
 
 
 def tool(name: str) -> str:
