@@ -353,6 +353,8 @@ class ProcessSampler:
         self.times: list[float] = []
         self.cpu: dict[str, list[float]] = {name: [] for name in pids}
         self.rss_mb: dict[str, float] = dict.fromkeys(pids, 0.0)
+        self.rss_series: dict[str, list[float]] = {name: [] for name in pids}
+        """RSS (MB) at each recorded sample: when a peak came, next to the lag and CPU of that second."""
         self._seen: dict[str, dict[int, float]] = {name: {} for name in pids}
         self._last: dict[str, float] = dict.fromkeys(pids, 0.0)
         self._at = time.monotonic()
@@ -384,6 +386,7 @@ class ProcessSampler:
             cpu, rss = self._cpu_and_rss(name)
             if record:
                 self.cpu[name].append(round((cpu - self._last[name]) / elapsed * 100, 1))
+                self.rss_series[name].append(round(rss, 1))
             self._last[name] = cpu
             self.rss_mb[name] = max(self.rss_mb[name], rss)
 
@@ -786,7 +789,8 @@ def run_profile(profile: Profile, options: RunOptions, results_dir: Path = RESUL
             ),
         },
         "wall_time_s": round(time.monotonic() - started, 1),
-        "series": {**series, "sample_second": sampler.times, "consumer_lag": lag, "cpu_percent": sampler.cpu},
+        "series": {**series, "sample_second": sampler.times, "consumer_lag": lag, "cpu_percent": sampler.cpu,
+                   "rss_mb": sampler.rss_series},
     }
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / f"{profile.name}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -824,8 +828,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax = axes[2]
     lag = series["consumer_lag"]
     values = [v if v is not None else float("nan") for v in lag]
-    ax.plot(series["sample_second"], values, color="tab:red", linewidth=1)
+    ax.plot(series["sample_second"], values, color="tab:red", linewidth=1, label="consumer lag")
     ax.set_ylabel("consumer lag (messages)")
+    memory = ax.twinx()  # the worker's memory follows the batches a backlog hands it
+    memory.plot(series["sample_second"], series["rss_mb"]["worker"], color="tab:blue", linewidth=1)
+    memory.set_ylabel("worker RSS (MB)", color="tab:blue")
     ax = axes[3]
     for name, values in series["cpu_percent"].items():
         ax.plot(series["sample_second"], values, label=name, linewidth=1)
