@@ -15,6 +15,12 @@ just stored, which the upsert returned. A known person's row is rewritten only w
 contributions changed. Contributions are compared in their stored JSON form (day, department, age
 class, sex, kind), never decoded into domain objects.
 
+Memory: the known persons' stored results are read and re-evaluated `persons_per_read` persons at a
+time (500), each person's dropped once evaluated. A batch of 5,000 results whose persons have ~50 stored
+results each would otherwise hold ~250,000 of them at once (≈ 140 MB, twice with two consumers): what a
+worker holds then follows the histories of 500 persons, whatever the batch size and however often its
+persons were tested (a worker catching up after an outage takes full batches of people tested weekly).
+
 The connection is re-opened (and its temporary table re-created) after any connection error
 (`services.worker.fenced_store`): the caller retries the batch, which was rolled back with the lost
 session.
@@ -26,7 +32,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import EnumType
 from operator import attrgetter
@@ -181,10 +187,67 @@ def _by_stored_key(stored: list[list[Any]]) -> dict[StoredKey, Counts]:
     return {(d, dep, age, sex, kind): Counts(p, t) for d, dep, age, sex, kind, p, t in stored}
 
 
+@dataclass(slots=True)
+class _Reevaluated:
+    """What re-evaluating a batch's persons writes, gathered person by person."""
+
+    now: datetime
+    delta: dict[StoredKey, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    """The aggregates' differences, summed: each key is written once."""
+    person_rows: list[tuple[str, str]] = field(default_factory=list)
+    case_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[CaseEvent, datetime]] = field(default_factory=list)
+
+    def add(
+        self,
+        pseudonym: str,
+        versions: list[ResultVersion],
+        before: list[list[Any]] | None,
+        stored_cases: dict[str, list[StoredCase]],
+    ) -> None:
+        """One person from all their stored `versions` and their `before` contributions (None: unknown)."""
+        evaluation = evaluate_person(versions)
+        contributions = _stored_contributions(evaluation.contributions)
+        if contributions != before:
+            for key, counts in diff_contributions(
+                _by_stored_key(before or []), _by_stored_key(contributions)
+            ).items():
+                d = self.delta[key]
+                d[0] += counts.p
+                d[1] += counts.t
+            self.person_rows.append((pseudonym, json.dumps(contributions)))
+        changes = reconcile_cases(pseudonym, stored_cases.get(pseudonym, ()), evaluation.episodes)
+        if not changes.upserts:
+            return
+        onset_received = {e.onset_day: e.onset.received_at for e in evaluation.episodes}
+        for case, event in zip(changes.upserts, changes.events, strict=True):
+            first_received = onset_received.get(case.onset_day, self.now)
+            self.case_rows.append(
+                (
+                    case.case_id,
+                    pseudonym,
+                    case.status.value,
+                    case.onset_day,
+                    case.last_positive_day,
+                    case.department,
+                    case.region,
+                    case.age_class,
+                    case.sex.value,
+                    case.test_kind.value,
+                    first_received,
+                )
+            )
+            self.events.append((event, first_received))
+
+
 class ResultStore(FencedStore):
-    def __init__(self, dsn: str, group_id: str, topic: str, cases_topic: str) -> None:
+    def __init__(
+        self, dsn: str, group_id: str, topic: str, cases_topic: str, *, persons_per_read: int = 500
+    ) -> None:
         super().__init__(dsn, group_id, topic)
         self.cases_topic = cases_topic
+        self.persons_per_read = persons_per_read
+        """Persons whose stored results are read and re-evaluated at a time (see the module docstring)."""
 
     def prepare(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         with conn.transaction():
@@ -270,96 +333,42 @@ class ResultStore(FencedStore):
                 (pseudonyms,),
             ).fetchall()
         )
-        stored_cases: dict[str, list[StoredCase]] = defaultdict(list)
-        if previous:
-            known = sorted(previous)
+        stored_cases = _stored_cases(cur, sorted(previous))
+        written = _Reevaluated(now=datetime.now(UTC))
+        for start in range(0, len(pseudonyms), self.persons_per_read):
+            chunk = pseudonyms[start : start + self.persons_per_read]
+            known = [p for p in chunk if p in previous]
             for p in known:  # this batch's rows come back with the ones stored before
                 by_person[p] = []
-            for row in cur.execute(SELECT_PERSON_RESULTS, (known,), binary=True).fetchall():
-                v = _version(row)
-                by_person[v.patient_pseudonym].append(v)
-            for row in cur.execute(
-                "SELECT patient_pseudonym, case_id, onset_day, last_positive_day, status, department, "
-                "region, age_class, sex, test_kind FROM cases WHERE patient_pseudonym = ANY(%b)",
-                (known,),
-                binary=True,
-            ).fetchall():
-                stored_cases[row[0]].append(
-                    StoredCase(
-                        case_id=row[1],
-                        onset_day=row[2],
-                        last_positive_day=row[3],
-                        status=_CASE_STATUSES[row[4]],
-                        department=row[5],
-                        region=row[6],
-                        age_class=row[7],
-                        sex=_SEXES[row[8]],
-                        test_kind=_KINDS[row[9]],
-                    )
-                )
-
-        delta: dict[StoredKey, list[int]] = defaultdict(lambda: [0, 0])
-        person_rows: list[tuple[str, str]] = []
-        case_rows: list[tuple[Any, ...]] = []
-        events: list[tuple[CaseEvent, datetime]] = []
-        now = datetime.now(UTC)
-        for pseudonym in pseudonyms:
-            evaluation = evaluate_person(by_person[pseudonym])
-            contributions = _stored_contributions(evaluation.contributions)
-            before = previous.get(pseudonym)
-            if contributions != before:
-                for key, counts in diff_contributions(
-                    _by_stored_key(before or []), _by_stored_key(contributions)
-                ).items():
-                    d = delta[key]
-                    d[0] += counts.p
-                    d[1] += counts.t
-                person_rows.append((pseudonym, json.dumps(contributions)))
-            changes = reconcile_cases(pseudonym, stored_cases.get(pseudonym, ()), evaluation.episodes)
-            if not changes.upserts:
-                continue
-            onset_received = {e.onset_day: e.onset.received_at for e in evaluation.episodes}
-            for case, event in zip(changes.upserts, changes.events, strict=True):
-                first_received = onset_received.get(case.onset_day, now)
-                case_rows.append(
-                    (
-                        case.case_id,
-                        pseudonym,
-                        case.status.value,
-                        case.onset_day,
-                        case.last_positive_day,
-                        case.department,
-                        case.region,
-                        case.age_class,
-                        case.sex.value,
-                        case.test_kind.value,
-                        first_received,
-                    )
-                )
-                events.append((event, first_received))
+            if known:
+                for row in cur.execute(SELECT_PERSON_RESULTS, (known,), binary=True):
+                    v = _version(row)
+                    by_person[v.patient_pseudonym].append(v)
+            for pseudonym in chunk:
+                written.add(pseudonym, by_person.pop(pseudonym), previous.get(pseudonym), stored_cases)
 
         _bulk_insert(
             cur,
             "persons (patient_pseudonym, contributions)",
             ("text", "jsonb"),
-            person_rows,
+            written.person_rows,
             "ON CONFLICT (patient_pseudonym) DO UPDATE SET contributions = EXCLUDED.contributions, "
             "updated_at = now()",
         )
         # sorted keys: concurrent workers lock shared aggregate rows in one order (no deadlock)
         aggregate_rows = [
             (day, department or "", age_class or "", sex, kind, p, t)
-            for (day, department, age_class, sex, kind), (p, t) in delta.items()
+            for (day, department, age_class, sex, kind), (p, t) in written.delta.items()
             if p or t
         ]
         aggregate_rows.sort()
-        outbox_rows = self._case_messages(cur, events, now)
+        outbox_rows = self._case_messages(cur, written.events, written.now)
         _bulk_insert(
             cur,
             "cases (case_id, patient_pseudonym, status, onset_day, last_positive_day, department, region, "
             "age_class, sex, test_kind, first_received_at)",
             ("text", "text", "text", "date", "date", "text", "text", "text", "text", "text", "timestamptz"),
-            case_rows,
+            written.case_rows,
             "ON CONFLICT (case_id) DO UPDATE SET status = EXCLUDED.status, "
             "onset_day = EXCLUDED.onset_day, last_positive_day = EXCLUDED.last_positive_day, "
             "department = EXCLUDED.department, region = EXCLUDED.region, age_class = EXCLUDED.age_class, "
@@ -379,7 +388,7 @@ class ResultStore(FencedStore):
                     "SELECT patient_pseudonym, sealed_identity FROM person_identities "
                     "WHERE patient_pseudonym = ANY(%b)",
                     (opened,),
-                ).fetchall()
+                    ).fetchall()
             )
             if opened
             else {}
@@ -394,6 +403,33 @@ class ResultStore(FencedStore):
             )
             for e, received in events
         ]
+
+
+def _stored_cases(cur: psycopg.Cursor[tuple[Any, ...]], known: list[str]) -> dict[str, list[StoredCase]]:
+    """The stored cases of the `known` persons."""
+    stored_cases: dict[str, list[StoredCase]] = defaultdict(list)
+    if not known:
+        return stored_cases
+    for row in cur.execute(
+        "SELECT patient_pseudonym, case_id, onset_day, last_positive_day, status, department, "
+        "region, age_class, sex, test_kind FROM cases WHERE patient_pseudonym = ANY(%b)",
+        (known,),
+        binary=True,
+    ):
+        stored_cases[row[0]].append(
+            StoredCase(
+                case_id=row[1],
+                onset_day=row[2],
+                last_positive_day=row[3],
+                status=_CASE_STATUSES[row[4]],
+                department=row[5],
+                region=row[6],
+                age_class=row[7],
+                sex=_SEXES[row[8]],
+                test_kind=_KINDS[row[9]],
+            )
+        )
+    return stored_cases
 
 
 def _bulk_insert(

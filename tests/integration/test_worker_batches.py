@@ -1,8 +1,8 @@
 """A batch stores what the same results stored one at a time store (services/worker/store.py).
 
 The store works per batch: one statement per table, each aggregate key written once, a person's
-stored results read back only when they were known before the batch, their row rewritten only when
-their contributions changed. None of that may show in PostgreSQL: whatever the batching — several
+stored results read back only when they were known before the batch (a few persons at a time), their
+row rewritten only when their contributions changed. None of that may show in PostgreSQL: whatever the batching — several
 results of one person in one batch, the same result twice in a batch, a result re-delivered in a
 later batch — the results, persons, aggregates, reception statistics and open cases are the same.
 """
@@ -41,9 +41,11 @@ SNAPSHOT = {
 }
 
 
-def store_in_batches(settings: Settings, batches: Sequence[Sequence[LabResult]]) -> dict[str, object]:
+def store_in_batches(
+    settings: Settings, batches: Sequence[Sequence[LabResult]], persons_per_read: int = 500
+) -> dict[str, object]:
     dsn, topics = libpq_url(settings.database_url_for("worker")), settings.topics
-    store = ResultStore(dsn, "batches", topics.results, topics.cases)
+    store = ResultStore(dsn, "batches", topics.results, topics.cases, persons_per_read=persons_per_read)
     try:
         for batch in batches:
             store.write_batch(batch, [])
@@ -60,7 +62,10 @@ def test_one_batch_stores_what_one_result_at_a_time_stores(infrastructure: Infra
         isolated_settings(infrastructure.kafka_bootstrap, infrastructure.database_url) as batched,
         isolated_settings(infrastructure.kafka_bootstrap, infrastructure.database_url) as one_by_one,
     ):
-        in_batches = store_in_batches(batched, [stream[:250] + redelivered, stream[250:], redelivered])
+        # 7 persons read at a time: a batch's persons are re-evaluated in several reads
+        in_batches = store_in_batches(
+            batched, [stream[:250] + redelivered, stream[250:], redelivered], persons_per_read=7
+        )
         one_at_a_time = store_in_batches(one_by_one, [[r] for r in stream])
         assert in_batches["open cases"], "the stream holds positives: cases were opened"
         assert in_batches == one_at_a_time
