@@ -1,10 +1,11 @@
 """A batch stores what the same results stored one at a time store (services/worker/store.py).
 
 The store works per batch: one statement per table, each aggregate key written once, a person's
-stored results read back only when they were known before the batch (a few persons at a time), their
-row rewritten only when their contributions changed. None of that may show in PostgreSQL: whatever the batching — several
-results of one person in one batch, the same result twice in a batch, a result re-delivered in a
-later batch — the results, persons, aggregates, reception statistics and open cases are the same.
+stored results read back only when they were known before the batch (some persons at a time),
+their row rewritten only when their contributions changed. None of that may show in PostgreSQL:
+whatever the batching — several results of one person in one batch, the same result twice in a
+batch, a result re-delivered in a later batch — the results, persons, aggregates, reception
+statistics and open cases are the same.
 """
 
 from __future__ import annotations
