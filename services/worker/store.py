@@ -16,9 +16,9 @@ contributions changed. Contributions are compared in their stored JSON form (day
 class, sex, kind), never decoded into domain objects.
 
 Memory: the known persons' stored results are read and re-evaluated `persons_per_read` persons at a
-time (500), each person's dropped once evaluated. A batch of 5,000 results whose persons have ~50 stored
+time (1,000), each person's dropped once evaluated. A batch of 5,000 results whose persons have ~50 stored
 results each would otherwise hold ~250,000 of them at once (≈ 140 MB, twice with two consumers): what a
-worker holds then follows the histories of 500 persons, whatever the batch size and however often its
+worker holds then follows the histories of 1,000 persons, whatever the batch size and however often its
 persons were tested (a worker catching up after an outage takes full batches of people tested weekly).
 
 The connection is re-opened (and its temporary table re-created) after any connection error
@@ -242,7 +242,7 @@ class _Reevaluated:
 
 class ResultStore(FencedStore):
     def __init__(
-        self, dsn: str, group_id: str, topic: str, cases_topic: str, *, persons_per_read: int = 500
+        self, dsn: str, group_id: str, topic: str, cases_topic: str, *, persons_per_read: int = 1000
     ) -> None:
         super().__init__(dsn, group_id, topic)
         self.cases_topic = cases_topic

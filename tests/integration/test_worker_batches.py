@@ -43,7 +43,7 @@ SNAPSHOT = {
 
 
 def store_in_batches(
-    settings: Settings, batches: Sequence[Sequence[LabResult]], persons_per_read: int = 500
+    settings: Settings, batches: Sequence[Sequence[LabResult]], persons_per_read: int = 1000
 ) -> dict[str, object]:
     dsn, topics = libpq_url(settings.database_url_for("worker")), settings.topics
     store = ResultStore(dsn, "batches", topics.results, topics.cases, persons_per_read=persons_per_read)
