@@ -140,6 +140,10 @@ ON CONFLICT (lab, day, delay_hours) DO UPDATE SET n = lab_delays.n + EXCLUDED.n
 SELECT_PERSON_RESULTS = f"SELECT {VERSION_COLUMNS} FROM results WHERE patient_pseudonym = ANY(%b)"
 
 
+PERSONS_PER_READ = 1000
+"""Known persons whose stored results are read and re-evaluated at a time (see the module docstring)."""
+
+
 @dataclass(frozen=True, slots=True)
 class BatchWritten:
     results_changed: int
@@ -242,12 +246,17 @@ class _Reevaluated:
 
 class ResultStore(FencedStore):
     def __init__(
-        self, dsn: str, group_id: str, topic: str, cases_topic: str, *, persons_per_read: int = 1000
+        self,
+        dsn: str,
+        group_id: str,
+        topic: str,
+        cases_topic: str,
+        *,
+        persons_per_read: int = PERSONS_PER_READ,
     ) -> None:
         super().__init__(dsn, group_id, topic)
         self.cases_topic = cases_topic
         self.persons_per_read = persons_per_read
-        """Persons whose stored results are read and re-evaluated at a time (see the module docstring)."""
 
     def prepare(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         with conn.transaction():
@@ -388,7 +397,7 @@ class ResultStore(FencedStore):
                     "SELECT patient_pseudonym, sealed_identity FROM person_identities "
                     "WHERE patient_pseudonym = ANY(%b)",
                     (opened,),
-                    ).fetchall()
+                ).fetchall()
             )
             if opened
             else {}

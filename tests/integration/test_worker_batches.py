@@ -20,7 +20,7 @@ from labflow_testkit.results import full_recomputation, random_result_stream, st
 from services.core.config import Settings
 from services.core.db.engine import libpq_url
 from services.core.domain.model import LabResult
-from services.worker.store import ResultStore
+from services.worker.store import PERSONS_PER_READ, ResultStore
 from tests.conftest import Infrastructure
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ SNAPSHOT = {
 
 
 def store_in_batches(
-    settings: Settings, batches: Sequence[Sequence[LabResult]], persons_per_read: int = 1000
+    settings: Settings, batches: Sequence[Sequence[LabResult]], persons_per_read: int = PERSONS_PER_READ
 ) -> dict[str, object]:
     dsn, topics = libpq_url(settings.database_url_for("worker")), settings.topics
     store = ResultStore(dsn, "batches", topics.results, topics.cases, persons_per_read=persons_per_read)
