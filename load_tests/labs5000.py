@@ -330,13 +330,14 @@ def main() -> None:
 
 
 def peak_rss_mb(pid: int) -> float:
-    """The kernel's high-water mark (VmHWM) of the gateway, summed over its processes (--processes N)."""
+    """The kernel's high-water mark (VmHWM, in KiB) of the gateway in MB, summed over its processes
+    (--processes N)."""
     total_kb = 0
     parent = psutil.Process(pid)
     for process in [parent, *parent.children(recursive=True)]:
         status = Path(f"/proc/{process.pid}/status").read_text()
         total_kb += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-    return round(total_kb / 1024, 1)
+    return round(total_kb * 1024 / 1e6, 1)
 
 
 if __name__ == "__main__":

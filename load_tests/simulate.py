@@ -400,11 +400,11 @@ class ProcessSampler:
         return round(sum(values) / max(len(values), 1), 1)
 
     def peak_rss_mb(self, name: str) -> float:
-        """The kernel's high-water mark (VmHWM) when readable, else the sampled maximum."""
+        """The kernel's high-water mark (VmHWM, in KiB) in MB like the samples, else the sampled maximum."""
         try:
             status = Path(f"/proc/{self.procs[name].pid}/status").read_text()
             kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-            return round(kb / 1024, 1)
+            return round(kb * 1024 / 1e6, 1)
         except (OSError, StopIteration):
             return round(self.rss_mb[name], 1)
 

@@ -27,9 +27,10 @@ VALUES = {"laptop": [], "national": ["-f", str(CHART / "values-national.yaml")]}
 SERVICES = ("gateway", "worker", "tracing", "opendata", "dashboard")
 TOPICS = {"raw": "lab.results.raw.v1", "results": "lab.results.v1",
           "rejected": "lab.results.rejected.v1", "cases": "cases.v1"}
-# the highest peak RSS (MB) the load tests measured (`make bench`, 2026-12-01): the gateway holding
-# 5,000 labs' connections, the worker after a lag spike in the 10-minute run, tracing in that run
-MEASURED_RSS_MB = {"gateway": 172, "worker": 413, "tracing": 121}
+# the highest peak RSS (MB, 10^6 bytes; the kernel's VmHWM) the load tests measured (`make bench`,
+# 2026-12-01): the gateway holding 5,000 labs' connections, the worker after a lag spike in the 10-minute
+# run, tracing in that run
+MEASURED_RSS_MB = {"gateway": 180, "worker": 433, "tracing": 127}
 
 
 def tool(name: str) -> str:
