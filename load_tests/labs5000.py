@@ -46,7 +46,7 @@ from sqlalchemy import insert
 
 from labflow_testkit.infrastructure import isolated_settings, settings_env
 from labflow_testkit.processes import ServiceProcess, free_port, port_open, wait_until
-from load_tests.simulate import ProcessSampler
+from load_tests.simulate import ProcessSampler, high_water_mb
 from services.core.config import Settings, load_settings
 from services.core.db import tables
 from services.core.db.engine import make_engine
@@ -330,14 +330,9 @@ def main() -> None:
 
 
 def peak_rss_mb(pid: int) -> float:
-    """The kernel's high-water mark (VmHWM, in KiB) of the gateway in MB, summed over its processes
-    (--processes N)."""
-    total_kb = 0
+    """The kernel's high-water mark of the gateway, summed over its processes (--processes N)."""
     parent = psutil.Process(pid)
-    for process in [parent, *parent.children(recursive=True)]:
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        total_kb += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-    return round(total_kb * 1024 / 1e6, 1)
+    return round(sum(high_water_mb(p.pid) for p in [parent, *parent.children(recursive=True)]), 1)
 
 
 if __name__ == "__main__":

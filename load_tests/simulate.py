@@ -400,13 +400,18 @@ class ProcessSampler:
         return round(sum(values) / max(len(values), 1), 1)
 
     def peak_rss_mb(self, name: str) -> float:
-        """The kernel's high-water mark (VmHWM, in KiB) in MB like the samples, else the sampled maximum."""
+        """The kernel's high-water mark when readable, else the sampled maximum."""
         try:
-            status = Path(f"/proc/{self.procs[name].pid}/status").read_text()
-            kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-            return round(kb * 1024 / 1e6, 1)
+            return round(high_water_mb(self.procs[name].pid), 1)
         except (OSError, StopIteration):
             return round(self.rss_mb[name], 1)
+
+
+def high_water_mb(pid: int) -> float:
+    """The kernel's high-water mark of a process's RSS (VmHWM, in KiB) in MB, like the samples."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return kib * 1024 / 1e6
 
 
 def scrape(port: int) -> str:
